@@ -1,0 +1,1 @@
+"""Lapse platform: configuration, clock, database, brokers, dead letters, CLI."""

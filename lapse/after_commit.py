@@ -1,0 +1,133 @@
+"""Send follow-up messages only after the outermost transaction commits.
+
+psycopg has no on-commit hook, so Lapse code opens its transactions with
+``transaction(conn)`` and queues messages with ``send_after_commit(conn, ...)``.
+Messages queued inside a nested unit (a savepoint) that rolls back are
+dropped with it; on rollback of the outermost transaction, or when COMMIT
+itself fails (a deferred constraint, a lost connection), nothing is sent.
+This works the same for both brokers, because the message is only handed to
+the broker after COMMIT returned.
+
+The rule that makes this safe: a crash between COMMIT and the send loses the
+message, so every message sent through this helper must also be recoverable
+from database state by a sweep — pending activations (``sweep_activations``),
+unapplied tagging batches and lapses past their watermark (``sweep_lapses``,
+``sweep_retention``), unsent notifications (``sweep_trial_notifications``,
+``sweep_reminders``). Do not send through here a message whose loss no sweep
+would repair.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import Connection
+from psycopg.pq import TransactionStatus
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    actor_name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    delay_ms: int | None = None
+
+
+class NoTransaction(Exception):
+    """send_after_commit was called outside a ``transaction(conn)`` block."""
+
+
+class SendAfterCommitFailed(Exception):
+    """The transaction committed but handing a follow-up message to the broker failed.
+
+    Retryable: the actor that committed is retried (its work is idempotent),
+    and the sweeps named in the module docstring repair the state otherwise.
+    """
+
+
+Sender = Callable[[PendingMessage], None]
+
+_stacks: weakref.WeakKeyDictionary[Connection[Any], list[list[PendingMessage]]] = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
+
+
+def _default_sender(message: PendingMessage) -> None:
+    import dramatiq
+
+    actor = dramatiq.get_broker().get_actor(message.actor_name)
+    actor.send_with_options(args=message.args, kwargs=message.kwargs, delay=message.delay_ms)
+
+
+_sender: Sender = _default_sender
+
+
+def install_sender(sender: Sender | None) -> None:
+    """Route sends elsewhere (tests record them); None restores the broker."""
+    global _sender
+    _sender = sender or _default_sender
+
+
+@contextmanager
+def transaction(conn: Connection[Any]) -> Iterator[Connection[Any]]:
+    """``conn.transaction()`` that sends the messages queued inside it after the outermost commit."""
+    with _lock:
+        stack = _stacks.setdefault(conn, [])
+        if not stack and conn.info.transaction_status != TransactionStatus.IDLE:
+            raise NoTransaction(
+                "transaction(conn) must be the outermost transaction: the connection is "
+                "already inside one, so its end would not be the commit"
+            )
+        stack.append([])
+    outermost = len(stack) == 1
+    try:
+        with conn.transaction():
+            yield conn
+    except BaseException:
+        with _lock:
+            stack.pop()
+        raise
+    with _lock:
+        queued = stack.pop()
+        if stack:
+            stack[-1].extend(queued)
+            return
+    if outermost and queued:
+        _send_all(queued)
+
+
+def send_after_commit(
+    conn: Connection[Any],
+    actor_name: str,
+    *args: Any,
+    delay_ms: int | None = None,
+    **kwargs: Any,
+) -> None:
+    """Queue ``actor_name(*args, **kwargs)`` to be sent once ``conn``'s transaction commits."""
+    with _lock:
+        stack = _stacks.get(conn)
+        if not stack:
+            raise NoTransaction(f"send_after_commit({actor_name}) outside transaction(conn)")
+        stack[-1].append(PendingMessage(actor_name, args, kwargs, delay_ms))
+
+
+def _send_all(messages: list[PendingMessage]) -> None:
+    failed: list[tuple[PendingMessage, BaseException]] = []
+    for message in messages:
+        try:
+            _sender(message)
+        except Exception as error:  # keep sending the others; reported below
+            logger.error("after-commit send of %s failed: %s", message.actor_name, error)
+            failed.append((message, error))
+    if failed:
+        names = ", ".join(m.actor_name for m, _ in failed)
+        raise SendAfterCommitFailed(f"committed, but could not send: {names}") from failed[0][1]

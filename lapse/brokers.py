@@ -1,0 +1,113 @@
+"""The broker, configured from LAPSE_BROKER when this module is imported.
+
+``dramatiq actors`` and ``periodiq actors schedules`` import the ``actors``
+package, which imports this module first, so both find the broker Lapse
+configured. Nothing falls back to a default Redis: LAPSE_BROKER=redis needs
+REDIS_URL.
+
+Both real brokers get consumers that archive a message they cannot decode
+(with its raw body) and carry on with the messages behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import DecodeError
+from dramatiq.message import Message
+from dramatiq.middleware import CurrentMessage, default_middleware
+from dramatiq_postgres import PostgresBroker
+from dramatiq_postgres.broker import QUERIES, PostgresConsumer
+from dramatiq_postgres.utils import raise_connection_error, transaction
+from periodiq import PeriodiqMiddleware
+
+from lapse import db
+from lapse.config import Settings, settings
+from lapse.dead_letters import DeadLetterArchive, archive_undecodable
+
+logger = logging.getLogger(__name__)
+
+TICK_MAX_AGE_SECONDS = 30
+
+
+class ArchivingRedisConsumer(_RedisConsumer):
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except DecodeError as error:
+            archive_undecodable("redis", self.queue_name, error.data)
+            self._drop_undecodable(error.data)
+            return None
+
+    def _drop_undecodable(self, data: bytes) -> None:
+        broker = self.broker
+        acks = f"{broker.namespace}:__acks__.{broker.broker_id}.{self.queue_name}"
+        messages = f"{broker.namespace}:{self.queue_name}.msgs"
+        for redis_id in broker.client.smembers(acks):
+            if broker.client.hget(messages, redis_id) == data:
+                broker.client.srem(acks, redis_id)
+                broker.client.hdel(messages, redis_id)
+
+
+class LapseRedisBroker(RedisBroker):
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return ArchivingRedisConsumer
+
+
+_CLAIM_WITH_ID = QUERIES.CLAIM.replace(
+    "RETURNING q.message::text;", "RETURNING q.message_id::text, q.message::text;"
+)
+assert _CLAIM_WITH_ID != QUERIES.CLAIM, "dramatiq-postgres CLAIM query changed; re-check the pin"
+
+
+class ArchivingPostgresConsumer(PostgresConsumer):
+    @raise_connection_error
+    def claim(self, limit: int) -> None:
+        with transaction(self.get_consume_conn()) as cursor:
+            cursor.execute(_CLAIM_WITH_ID, (self.queue_name, limit, self.broker.worker_id))
+            rows = cursor.fetchall()
+        for message_id, payload in rows:
+            try:
+                self.buffer.append(Message.decode(payload.encode("utf-8")))
+            except DecodeError:
+                archive_undecodable("postgres", self.queue_name, payload, message_id)
+                with transaction(self.pool) as cursor:
+                    cursor.execute(
+                        "DELETE FROM dramatiq.queue WHERE message_id = %s::uuid", (message_id,)
+                    )
+
+
+class LapsePostgresBroker(PostgresBroker):
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Any:
+        return ArchivingPostgresConsumer(
+            broker=self, queue_name=queue_name, prefetch=prefetch, timeout=timeout
+        )
+
+
+def _middleware(broker_name: str) -> list[dramatiq.Middleware]:
+    return [m() for m in default_middleware] + [
+        CurrentMessage(),
+        PeriodiqMiddleware(skip_delay=TICK_MAX_AGE_SECONDS),
+        DeadLetterArchive(broker_name),
+    ]
+
+
+def build_broker(config: Settings) -> dramatiq.Broker:
+    """A new broker of the configured kind, with Lapse's middleware."""
+    middleware = _middleware(config.broker)
+    if config.broker == "redis":
+        return LapseRedisBroker(url=config.redis_url, middleware=middleware)
+    if config.broker == "postgres":
+        return LapsePostgresBroker(
+            url=db.database_url(config), results=False, middleware=middleware
+        )
+    return StubBroker(middleware=middleware)
+
+
+broker = build_broker(settings())
+dramatiq.set_broker(broker)

@@ -1,0 +1,307 @@
+"""The ``lapse`` command: migrations, sweeps, audits, explain, the dead-letter archive, demo.
+
+Exit codes: 0 done, 1 an audit found problems, 2 bad input or configuration
+(one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from lapse import clock
+from lapse.config import ConfigError, Settings, settings
+
+EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
+ALERT_AGE = timedelta(hours=26)
+
+
+class BadInput(Exception):
+    """A problem with what the operator asked for; printed as one line, exit 2."""
+
+
+def _time(text: str) -> datetime:
+    try:
+        return clock.parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2026-11-24T10:00:00Z)") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from lapse import sweeps
+
+    parser = argparse.ArgumentParser(
+        prog="lapse",
+        description="Operate Lapse: the background work of a subscription service.",
+        epilog="Configuration comes from the environment (see README). With no DATABASE_URL, "
+               "lapse runs an embedded PostgreSQL under LAPSE_HOME (default ./.lapse).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command",
+                                                                          required=True)
+    db.add_parser("migrate", help="apply pending migrations (idempotent, safe concurrently)")
+    db.add_parser("status", help="list pending migrations")
+
+    sweep = commands.add_parser(
+        "sweep", help="run one sweep now, in this process",
+        description="Run one periodic sweep inline (no broker needed); its effects are complete "
+                    "when it returns. Sweeps: " + ", ".join(sorted(sweeps.SWEEPS)))
+    sweep.add_argument("name", help="sweep name without the sweep_ prefix, e.g. retention")
+    sweep.add_argument("--now", type=_time, help="act as of this time "
+                       "(needs LAPSE_ALLOW_CLOCK_OVERRIDE=1: it changes state)")
+    sweep.add_argument("--dry-run", action="store_true", help="print what it would do, change nothing")
+
+    audit = commands.add_parser("audit", help="check the data").add_subparsers(
+        dest="audit_command", required=True)
+    invariants = audit.add_parser("invariants", help="check SPEC §8's invariants; exit 1 on any")
+    invariants.add_argument("--now", type=_time, help="evaluate as of this time (read-only)")
+    invariants.add_argument("--json", action="store_true", help="machine-readable output")
+
+    explain = commands.add_parser("explain", help="why a user has (or lacks) access and retention")
+    explain.add_argument("user_id", type=_positive)
+    explain.add_argument("--now", type=_time, help="evaluate as of this time (read-only)")
+
+    dlq = commands.add_parser("dlq", help="the dead-letter archive").add_subparsers(
+        dest="dlq_command", required=True)
+    listing = dlq.add_parser("list", help="archived dead messages (open ones by default)")
+    for sub in (listing,):
+        sub.add_argument("--queue")
+        sub.add_argument("--actor")
+        sub.add_argument("--user", type=_positive, dest="user_id")
+        sub.add_argument("--all", action="store_true", help="include requeued ones")
+        sub.add_argument("--limit", type=_positive, default=100)
+        sub.add_argument("--json", action="store_true")
+    shown = dlq.add_parser("show", help="one dead message with its traceback")
+    shown.add_argument("id", type=_positive)
+    shown.add_argument("--json", action="store_true")
+    for verb, text in (("requeue", "send again with retries reset (same message id)"),
+                       ("purge", "delete from the archive and the broker")):
+        sub = dlq.add_parser(verb, help=text)
+        sub.add_argument("ids", type=_positive, nargs="+", metavar="ID")
+
+    embedded = commands.add_parser("embedded", help="the embedded PostgreSQL").add_subparsers(
+        dest="embedded_command", required=True)
+    embedded.add_parser("url", help="start it if needed and print its URL")
+    embedded.add_parser("stop", help="stop it")
+
+    demo = commands.add_parser("demo", help="a synthetic population through simulated days")
+    demo.add_argument("--users", type=_positive, default=60)
+    demo.add_argument("--days", type=_positive, default=1)
+    demo.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def _pool() -> Any:
+    from lapse import db
+
+    url = db.database_url()
+    # Fail in seconds with the server's own words, not after the pool's timeout.
+    psycopg.connect(url, connect_timeout=5).close()
+    return db.pool()
+
+
+def _require_broker(config: Settings) -> Any:
+    if config.broker == "redis":
+        import redis
+
+        try:
+            redis.Redis.from_url(config.redis_url or "", socket_connect_timeout=3).ping()
+        except redis.RedisError as error:
+            raise BadInput(f"Redis at REDIS_URL is unreachable: {error}") from None
+    from lapse.brokers import broker
+
+    return broker
+
+
+def cmd_db(args: argparse.Namespace, config: Settings) -> int:
+    from lapse import migrate
+
+    with _pool().connection() as conn:
+        if args.db_command == "status":
+            pending = migrate.pending(conn)
+            print("up to date" if not pending else "pending: " + ", ".join(pending))
+            return EXIT_OK
+        applied = migrate.migrate(conn)
+    print("applied: " + ", ".join(applied) if applied else "up to date")
+    return EXIT_OK
+
+
+def cmd_sweep(args: argparse.Namespace, config: Settings) -> int:
+    from lapse import sweeps
+
+    sweep = sweeps.get(args.name)
+    clock.override(args.now, changes_state=not args.dry_run, allowed=config.allow_clock_override)
+    _require_broker(config)
+    counts = sweeps.run_sweep(_pool(), sweep.name, now=clock.now(), dry_run=args.dry_run,
+                              budget_seconds=config.sweep_budget_seconds)
+    note = f" (not implemented yet: {sweep.pending}; no work done)" if sweep.body is None else ""
+    print(f"{sweep.actor_name}: {'dry run ' if args.dry_run else ''}done{note}")
+    for key, value in sorted(counts.items()):
+        print(f"  {key}: {value}")
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace, config: Settings) -> int:
+    from domain import invariants
+
+    clock.override(args.now, changes_state=False, allowed=True)
+    with _pool().connection() as conn:
+        results = invariants.check_invariants(conn, now=clock.now(), alert_age=ALERT_AGE,
+                                              billing_grace=config.billing_grace)
+    failed = [r for r in results if not r.ok]
+    if args.json:
+        print(json.dumps({"now": clock.now().isoformat(), "ok": not failed,
+                          "checks": [vars(r) for r in results],
+                          "not_checked_yet": invariants.NOT_YET}, default=str, indent=2))
+    else:
+        print(f"invariants as of {clock.now().isoformat()}")
+        for r in results:
+            print(f"  {'ok  ' if r.ok else 'FAIL'}  {r.name:32} {r.meaning}"
+                  + ("" if r.ok else f"  ({r.violations} violations)"))
+            for row in r.sample:
+                print("          " + ", ".join(f"{k}={v}" for k, v in row.items()))
+        for name, why in invariants.NOT_YET.items():
+            print(f"  --    {name:32} not checked yet: {why}")
+        print("all invariants hold" if not failed else f"{len(failed)} invariant(s) violated")
+    return EXIT_FOUND if failed else EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace, config: Settings) -> int:
+    from domain import entitlement
+
+    clock.override(args.now, changes_state=False, allowed=True)
+    at, grace = clock.now(), config.billing_grace
+    with _pool().connection() as conn:
+        if conn.execute("select 1 from users where id = %s", (args.user_id,)).fetchone() is None:
+            raise BadInput(f"no user with id {args.user_id}")
+        found = entitlement.windows(conn, args.user_id, billing_grace=grace)
+        access = entitlement.has_access(conn, args.user_id, now=at, billing_grace=grace)
+        retention = entitlement.has_retention(conn, args.user_id, now=at, billing_grace=grace)
+    print(f"user {args.user_id} as of {at.isoformat()}")
+    print(f"  access:    {'yes' if access else 'no'}")
+    print(f"  retention: {'yes' if retention else 'no'}")
+    print("  sources (window [from, until)):")
+    for w in found:
+        mark = "holds" if w.holds(at) else "     "
+        print(f"    {mark} {w.policy:9} {w.source:26} #{w.ref_id:<8} "
+              f"{w.valid_from.isoformat()} .. {w.valid_until.isoformat()}")
+    if not found:
+        print("    (none)")
+    upcoming = sorted({t for w in found for t in (w.valid_from, w.valid_until)
+                       if t > at and t.year < 9999})
+    if upcoming:
+        print(f"  next change of a source: {upcoming[0].isoformat()}")
+    return EXIT_OK
+
+
+def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(list(rows), default=str, indent=2))
+        return
+    if not rows:
+        print("no dead letters")
+        return
+    print(f"{'id':>5}  {'queue':14} {'actor':24} {'reason':18} {'user':>6} {'fails':>5}  last failure")
+    for r in rows:
+        print(f"{r['id']:>5}  {str(r['queue_name'] or '-'):14} {str(r['actor_name'] or '-'):24} "
+              f"{r['reason']:18} {str(r['user_id'] or '-'):>6} {r['failures']:>5}  "
+              f"{r['last_failed_at'].isoformat()}  {r['exception'] or ''}")
+
+
+def cmd_dlq(args: argparse.Namespace, config: Settings) -> int:
+    from lapse import dlq
+
+    with _pool().connection() as conn:
+        if args.dlq_command == "list":
+            _print_rows(dlq.list_dead(conn, queue=args.queue, actor=args.actor,
+                                      user_id=args.user_id, include_requeued=args.all,
+                                      limit=args.limit), args.json)
+            return EXIT_OK
+        if args.dlq_command == "show":
+            row = dlq.show(conn, args.id)
+            if args.json:
+                print(json.dumps(row, default=str, indent=2))
+            else:
+                for key, value in row.items():
+                    if key != "traceback":
+                        print(f"{key:16} {value}")
+                print("traceback:\n" + (row["traceback"] or "(none)"))
+            return EXIT_OK
+        broker = _require_broker(config)
+        for dead_id in args.ids:
+            if args.dlq_command == "requeue":
+                sent = dlq.requeue(conn, broker, dead_id, now=clock.now())
+                print(f"requeued {dead_id}: {sent.actor_name} message {sent.message_id}")
+            else:
+                dlq.purge(conn, broker, dead_id)
+                print(f"purged {dead_id}")
+            conn.commit()
+    return EXIT_OK
+
+
+def cmd_embedded(args: argparse.Namespace, config: Settings) -> int:
+    from lapse import embedded
+
+    if args.embedded_command == "stop":
+        print("stopped" if embedded.stop(config.home) else "not running")
+    else:
+        print(embedded.ensure_running(config.home))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
+    from lapse import demo
+
+    return demo.run(config, users=args.users, days=args.days, seed=args.seed)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "db": cmd_db, "sweep": cmd_sweep, "audit": cmd_audit, "explain": cmd_explain,
+    "dlq": cmd_dlq, "embedded": cmd_embedded, "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from domain.errors import PermanentError
+    from lapse.dlq import DeadLetterNotFound
+    from lapse.embedded import EmbeddedError
+
+    args = _parser().parse_args(argv)
+    try:
+        config = settings()
+        logging.basicConfig(level=config.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        return COMMANDS[args.command](args, config)
+    except (ConfigError, BadInput, clock.ClockOverrideRefused, PermanentError,
+            DeadLetterNotFound, EmbeddedError) as error:
+        print(f"lapse: error: {error}", file=sys.stderr)
+    except psycopg.OperationalError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(f"lapse: error: cannot use the database (DATABASE_URL): {first}", file=sys.stderr)
+    except psycopg.errors.UndefinedTable as error:
+        print(f"lapse: error: the schema is missing ({error.diag.message_primary}); "
+              "run `lapse db migrate`", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Every setting Lapse reads from the environment, validated once at start.
+
+The README's configuration table is generated from ``VARIABLES`` below; a test
+keeps the two in step, and another checks that compose/ only sets variables
+listed here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str | None
+    meaning: str
+    secret: bool = False
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("DATABASE_URL", None, "PostgreSQL URL. Unset: an embedded PostgreSQL under LAPSE_HOME."),
+    Variable("LAPSE_BROKER", "postgres", "Message broker: `redis`, `postgres` (dramatiq-postgres) or `stub` (tests)."),
+    Variable("REDIS_URL", None, "Redis URL; required when LAPSE_BROKER=redis (never defaulted)."),
+    Variable("LAPSE_HOME", ".lapse", "Folder of the embedded PostgreSQL and local S3 data."),
+    Variable("LAPSE_S3_ENDPOINT_URL", None, "S3 endpoint. Unset with the embedded default: a local moto server."),
+    Variable("LAPSE_S3_BUCKET", "lapse-recordings", "Bucket holding recording audio."),
+    Variable("AWS_ACCESS_KEY_ID", None, "Standard AWS credentials for S3.", secret=True),
+    Variable("AWS_SECRET_ACCESS_KEY", None, "Standard AWS credentials for S3.", secret=True),
+    Variable("AWS_DEFAULT_REGION", "us-east-1", "S3 region."),
+    Variable("LAPSE_PANEL_URL", None, "3x-ui panel base URL."),
+    Variable("LAPSE_PANEL_USER", None, "3x-ui panel user."),
+    Variable("LAPSE_PANEL_PASSWORD", None, "3x-ui panel password.", secret=True),
+    Variable("LAPSE_PANEL_INBOUND_ID", "1", "3x-ui inbound that holds the clients (positive integer)."),
+    Variable("LAPSE_CRYPTO_URL", "https://pay.crypt.bot/api", "Crypto Pay API base URL."),
+    Variable("LAPSE_CRYPTO_TOKEN", None, "Crypto Pay API token.", secret=True),
+    Variable("LAPSE_TELEGRAM_URL", "https://api.telegram.org", "Telegram Bot API base URL."),
+    Variable("LAPSE_TELEGRAM_TOKEN", None, "Telegram bot token.", secret=True),
+    Variable("LAPSE_ALLOW_CLOCK_OVERRIDE", "0", "`1` lets state-changing commands take `--now` (tests, demos)."),
+    Variable("LAPSE_BILLING_GRACE_HOURS", "72", "Billing grace after a failed renewal, in hours."),
+    Variable("LAPSE_DB_POOL_SIZE", "12", "Connections per process: worker threads (8) plus a margin."),
+    Variable("LAPSE_STATEMENT_TIMEOUT_MS", "30000", "statement_timeout on worker connections."),
+    Variable("LAPSE_LOCK_TIMEOUT_MS", "5000", "lock_timeout on worker connections."),
+    Variable("LAPSE_IDLE_TX_TIMEOUT_MS", "60000", "idle_in_transaction_session_timeout on worker connections."),
+    Variable("LAPSE_SWEEP_BUDGET_SECONDS", "50", "Time budget of one sweep run before it re-enqueues itself."),
+    Variable("LAPSE_LOG_LEVEL", "INFO", "Python log level."),
+)
+
+_BROKERS = ("redis", "postgres", "stub")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    broker: str
+    redis_url: str | None
+    home: Path
+    s3_endpoint_url: str | None
+    s3_bucket: str
+    panel_url: str | None
+    panel_user: str | None
+    panel_password: str | None = field(repr=False)
+    panel_inbound_id: int
+    crypto_url: str
+    crypto_token: str | None = field(repr=False)
+    telegram_url: str
+    telegram_token: str | None = field(repr=False)
+    allow_clock_override: bool
+    billing_grace: timedelta
+    pool_size: int
+    statement_timeout_ms: int
+    lock_timeout_ms: int
+    idle_in_transaction_timeout_ms: int
+    sweep_budget_seconds: float
+    log_level: str
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the environment; raise ConfigError naming the first bad variable."""
+    env = os.environ if environ is None else environ
+
+    def raw(name: str) -> str | None:
+        value = env.get(name)
+        if value is None or value.strip() == "":
+            return next(v.default for v in VARIABLES if v.name == name)
+        return value.strip()
+
+    broker = (raw("LAPSE_BROKER") or "").lower()
+    if broker not in _BROKERS:
+        raise ConfigError("LAPSE_BROKER", f"must be one of {', '.join(_BROKERS)}, got {broker!r}")
+    redis_url = _url(raw("REDIS_URL"), "REDIS_URL", ("redis", "rediss", "unix"))
+    if broker == "redis" and redis_url is None:
+        raise ConfigError("REDIS_URL", "required when LAPSE_BROKER=redis")
+    return Settings(
+        database_url=_url(raw("DATABASE_URL"), "DATABASE_URL", ("postgres", "postgresql")),
+        broker=broker,
+        redis_url=redis_url,
+        home=Path(raw("LAPSE_HOME") or ".lapse").resolve(),
+        s3_endpoint_url=_url(raw("LAPSE_S3_ENDPOINT_URL"), "LAPSE_S3_ENDPOINT_URL", ("http", "https")),
+        s3_bucket=raw("LAPSE_S3_BUCKET") or "",
+        panel_url=_url(raw("LAPSE_PANEL_URL"), "LAPSE_PANEL_URL", ("http", "https")),
+        panel_user=raw("LAPSE_PANEL_USER"),
+        panel_password=raw("LAPSE_PANEL_PASSWORD"),
+        panel_inbound_id=_positive_int(raw("LAPSE_PANEL_INBOUND_ID"), "LAPSE_PANEL_INBOUND_ID"),
+        crypto_url=_url(raw("LAPSE_CRYPTO_URL"), "LAPSE_CRYPTO_URL", ("http", "https")) or "",
+        crypto_token=raw("LAPSE_CRYPTO_TOKEN"),
+        telegram_url=_url(raw("LAPSE_TELEGRAM_URL"), "LAPSE_TELEGRAM_URL", ("http", "https")) or "",
+        telegram_token=raw("LAPSE_TELEGRAM_TOKEN"),
+        allow_clock_override=_flag(raw("LAPSE_ALLOW_CLOCK_OVERRIDE"), "LAPSE_ALLOW_CLOCK_OVERRIDE"),
+        billing_grace=timedelta(
+            hours=_positive_int(raw("LAPSE_BILLING_GRACE_HOURS"), "LAPSE_BILLING_GRACE_HOURS")
+        ),
+        pool_size=_positive_int(raw("LAPSE_DB_POOL_SIZE"), "LAPSE_DB_POOL_SIZE"),
+        statement_timeout_ms=_positive_int(raw("LAPSE_STATEMENT_TIMEOUT_MS"), "LAPSE_STATEMENT_TIMEOUT_MS"),
+        lock_timeout_ms=_positive_int(raw("LAPSE_LOCK_TIMEOUT_MS"), "LAPSE_LOCK_TIMEOUT_MS"),
+        idle_in_transaction_timeout_ms=_positive_int(
+            raw("LAPSE_IDLE_TX_TIMEOUT_MS"), "LAPSE_IDLE_TX_TIMEOUT_MS"
+        ),
+        sweep_budget_seconds=float(
+            _positive_int(raw("LAPSE_SWEEP_BUDGET_SECONDS"), "LAPSE_SWEEP_BUDGET_SECONDS")
+        ),
+        log_level=_log_level(raw("LAPSE_LOG_LEVEL") or "INFO"),
+    )
+
+
+def _url(value: str | None, name: str, schemes: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in schemes:
+        raise ConfigError(name, f"must be a {'/'.join(schemes)}:// URL")
+    if parsed.scheme != "unix" and not parsed.hostname and "host=" not in parsed.query:
+        raise ConfigError(name, "has no host")
+    return value
+
+
+def _positive_int(value: str | None, name: str) -> int:
+    try:
+        number = int(value or "")
+    except ValueError:
+        raise ConfigError(name, f"must be a positive integer, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(name, f"must be a positive integer, got {value!r}")
+    return number
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no", None):
+        return False
+    raise ConfigError(name, f"must be 0 or 1, got {value!r}")
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("LAPSE_LOG_LEVEL", f"must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
+    return level
+
+
+_settings: Settings | None = None
+
+
+def settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment)."""
+    global _settings
+    _settings = None

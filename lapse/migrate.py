@@ -1,0 +1,61 @@
+"""`lapse db migrate`: apply the numbered SQL migrations in order, once.
+
+All pending migrations and the dramatiq-postgres queue schema are applied in
+one transaction under an advisory lock, so two processes migrating at once
+serialise: the second waits, then finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dramatiq_postgres
+from psycopg import Connection
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "domain" / "sql" / "migrations"
+_LOCK_KEY = "lapse-migrate"
+
+
+def available() -> list[Path]:
+    return sorted(MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+def migrate(conn: Connection[Any]) -> list[str]:
+    """Apply pending migrations; return the versions applied now (empty when up to date)."""
+    applied_now: list[str] = []
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (_LOCK_KEY,))
+        conn.execute(
+            "create table if not exists schema_migrations ("
+            " version text primary key, applied_at timestamptz not null default now())"
+        )
+        done = {row_version(r) for r in conn.execute("select version from schema_migrations")}
+        for path in available():
+            version = path.stem
+            if version in done:
+                continue
+            conn.execute(path.read_text().encode())
+            conn.execute("insert into schema_migrations (version) values (%s)", (version,))
+            applied_now.append(version)
+        with conn.cursor() as cursor:
+            if dramatiq_postgres.init(cursor):
+                applied_now.append("dramatiq-postgres queue schema")
+    return applied_now
+
+
+def pending(conn: Connection[Any]) -> list[str]:
+    """Versions not yet applied (all of them on an empty database)."""
+    exists = conn.execute("select to_regclass('schema_migrations') is not null as e").fetchone()
+    done: set[str] = set()
+    if exists and row_version_bool(exists):
+        done = {row_version(r) for r in conn.execute("select version from schema_migrations")}
+    return [p.stem for p in available() if p.stem not in done]
+
+
+def row_version(row: Any) -> str:
+    return str(row["version"] if isinstance(row, dict) else row[0])
+
+
+def row_version_bool(row: Any) -> bool:
+    return bool(row["e"] if isinstance(row, dict) else row[0])

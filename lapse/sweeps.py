@@ -1,0 +1,169 @@
+"""The periodic sweeps: their cadences, tick claiming, run records.
+
+Each sweep claims its tick in Postgres (unique sweep + UTC minute), so two
+schedulers, a scheduler restarted inside the same minute, or a redelivered
+tick run a sweep once. periodiq drops ticks older than 30 s and never catches
+up, so the daily sweeps are also checked hourly against their last completed
+run: a dropped 01:30 tick costs at most an hour.
+
+A sweep body receives the pool (never a held connection: it may call other
+services between its transactions) and a ``SweepContext``; it returns counts.
+Sweeps whose logic belongs to a later issue have no body yet: running them
+records a run whose log line says so, and does no work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time as monotonic_time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+from psycopg.types.json import Jsonb
+
+from domain.errors import UnknownSweep
+from lapse import clock
+from lapse.after_commit import send_after_commit, transaction
+from lapse.sql import queries
+
+logger = logging.getLogger(__name__)
+SQL = queries(__file__, "sweeps")
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    now: datetime
+    dry_run: bool
+    deadline: float
+
+    def out_of_time(self) -> bool:
+        return monotonic_time.monotonic() >= self.deadline
+
+
+SweepBody = Callable[[ConnectionPool, SweepContext], dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    cron: str
+    daily_at: time | None = None
+    body: SweepBody | None = None
+    pending: str | None = None
+
+    @property
+    def actor_name(self) -> str:
+        return f"sweep_{self.name}"
+
+
+_RETENTION = "issue 3 (recording retention)"
+_MONEY = "issue 4 (money)"
+_ACCESS = "SPEC §6 access keys and notifications (not yet filed as an issue)"
+
+SWEEPS: dict[str, Sweep] = {
+    s.name: s
+    for s in (
+        Sweep("lapses", "0 * * * *", pending=_RETENTION),
+        Sweep("retention", "30 1 * * *", daily_at=time(1, 30), pending=_RETENTION),
+        Sweep("purge", "0 3 * * *", daily_at=time(3, 0), pending=_RETENTION),
+        Sweep("auto_renewals", "*/10 * * * *", pending=_MONEY),
+        Sweep("fast_expiry", "* * * * *", pending=_ACCESS),
+        Sweep("activations", "* * * * *", pending=_ACCESS),
+        Sweep("crypto_payments", "* * * * *", pending=_MONEY),
+        Sweep("trial_notifications", "*/5 * * * *", pending=_ACCESS),
+        Sweep("reconcile", "*/10 * * * *", pending=_ACCESS),
+        Sweep("reminders", "0 10 * * *", daily_at=time(10, 0), pending=_ACCESS),
+    )
+}
+
+DAILY_CHECK_CRON = "15 * * * *"
+
+
+def get(name: str) -> Sweep:
+    """The sweep called ``name`` (with or without the ``sweep_`` prefix)."""
+    key = name.removeprefix("sweep_")
+    if key not in SWEEPS:
+        raise UnknownSweep(name, sorted(SWEEPS))
+    return SWEEPS[key]
+
+
+def minute_of(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+def claim_tick(conn: Any, sweep: Sweep, *, minute: datetime, now: datetime) -> bool:
+    """Claim (sweep, minute); on success queue the sweep after commit. False for a duplicate."""
+    row = conn.execute(SQL["claim_tick"], {"sweep": sweep.name, "minute": minute_of(minute),
+                                           "now": now}).fetchone()
+    claimed = bool(row["claimed"])
+    if claimed:
+        send_after_commit(conn, sweep.actor_name, tick_minute=minute_of(minute).isoformat())
+    return claimed
+
+
+def last_daily_slot(sweep: Sweep, now: datetime) -> datetime:
+    assert sweep.daily_at is not None
+    slot = now.replace(hour=sweep.daily_at.hour, minute=sweep.daily_at.minute, second=0,
+                       microsecond=0)
+    return slot if slot <= now else slot - timedelta(days=1)
+
+
+def missed_daily_sweeps(conn: Any, *, now: datetime) -> list[Sweep]:
+    """Daily sweeps with no completed run since their last slot and none started in the last hour."""
+    missed = []
+    for sweep in SWEEPS.values():
+        if sweep.daily_at is None:
+            continue
+        row = conn.execute(SQL["daily_status"], {"sweep": sweep.name,
+                                                 "slot": last_daily_slot(sweep, now),
+                                                 "recent": now - timedelta(hours=1)}).fetchone()
+        if not row["completed_since_slot"] and not row["started_recently"]:
+            missed.append(sweep)
+    return missed
+
+
+def run_sweep(pool: ConnectionPool, name: str, *, now: datetime, budget_seconds: float,
+              tick_minute: datetime | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Run one sweep in this process, recording the run (not for a dry run); return its counts."""
+    sweep = get(name)
+    context = SweepContext(now, dry_run, monotonic_time.monotonic() + budget_seconds)
+    run_id = None if dry_run else _start_run(pool, sweep, now, tick_minute)
+    if run_id is None and not dry_run:
+        _log(sweep, "duplicate_tick", {}, tick_minute)
+        return {"duplicate_tick": 1}
+    try:
+        counts = sweep.body(pool, context) if sweep.body else {}
+    except Exception as error:
+        if run_id is not None:
+            with pool.connection() as conn, transaction(conn):
+                conn.execute(SQL["fail_run"], {"id": run_id, "now": clock.now(), "error": repr(error)})
+        _log(sweep, "failed", {}, tick_minute, error=repr(error))
+        raise
+    if run_id is not None:
+        with pool.connection() as conn, transaction(conn):
+            conn.execute(SQL["finish_run"], {"id": run_id, "now": clock.now(), "counts": Jsonb(counts)})
+    outcome = "dry_run" if dry_run else "completed"
+    _log(sweep, outcome, counts, tick_minute)
+    return counts
+
+
+def _start_run(pool: ConnectionPool, sweep: Sweep, now: datetime,
+               tick_minute: datetime | None) -> int | None:
+    with pool.connection() as conn, transaction(conn):
+        row = conn.execute(SQL["start_run"], {"sweep": sweep.name, "tick_minute": tick_minute,
+                                              "now": now}).fetchone()
+    return None if row is None else int(row["id"])
+
+
+def _log(sweep: Sweep, outcome: str, counts: dict[str, Any], tick: datetime | None,
+         error: str | None = None) -> None:
+    fields = {"sweep": sweep.actor_name, "outcome": outcome,
+              "tick": tick.isoformat() if tick else None, **counts}
+    if sweep.body is None:
+        fields["note"] = f"not implemented yet: {sweep.pending}; no work done"
+    if error:
+        fields["error"] = error
+    logger.info(" ".join(f"{k}={v}" for k, v in fields.items()))
