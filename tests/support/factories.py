@@ -32,11 +32,10 @@ def subscription(conn: Connection[Any], user_id: int, *, kind: str = "paid", sta
     values = {"user_id": user_id, "kind": kind, "status": status, "plan_code": plan_code,
               "started_at": started_at, "expires_at": expires_at, "ended_at": ended_at,
               "access_key": uuid.uuid4() if needs_key else None} | overrides
-    row = conn.execute(
-        "insert into subscriptions (user_id, kind, status, plan_code, started_at, expires_at, "
-        "ended_at, access_key) values (%(user_id)s, %(kind)s, %(status)s, %(plan_code)s, "
-        "%(started_at)s, %(expires_at)s, %(ended_at)s, %(access_key)s) returning id", values
-    ).fetchone()
+    columns = ", ".join(values)
+    placeholders = ", ".join(f"%({c})s" for c in values)
+    row = conn.execute(f"insert into subscriptions ({columns}) values ({placeholders}) returning id",
+                       values).fetchone()
     assert row is not None
     return int(row["id"] if isinstance(row, dict) else row[0])
 

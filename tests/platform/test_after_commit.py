@@ -1,0 +1,130 @@
+"""Follow-up messages leave only after the outermost COMMIT, for both brokers."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from lapse import after_commit
+from lapse.after_commit import NoTransaction, SendAfterCommitFailed, send_after_commit, transaction
+
+
+@pytest.fixture
+def sent():
+    messages = []
+    after_commit.install_sender(messages.append)
+    yield messages
+    after_commit.install_sender(None)
+
+
+def test_sent_after_commit(pool, sent):
+    with pool.connection() as conn:
+        with transaction(conn):
+            send_after_commit(conn, "tag_recordings", 7)
+            assert sent == []
+        assert [(m.actor_name, m.args) for m in sent] == [("tag_recordings", (7,))]
+
+
+def test_nothing_sent_on_rollback(pool, sent):
+    with pool.connection() as conn:
+        with pytest.raises(RuntimeError), transaction(conn):
+            send_after_commit(conn, "tag_recordings", 7)
+            raise RuntimeError("the work failed")
+    assert sent == []
+
+
+def test_nothing_sent_when_commit_itself_fails(pool, sent):
+    with pool.connection() as conn:
+        with pytest.raises(psycopg.errors.CheckViolation), transaction(conn):
+            # balance changed without its ledger row: the deferred check fails at COMMIT
+            conn.execute("insert into users (balance) values (100)")
+            send_after_commit(conn, "tag_recordings", 7)
+    assert sent == []
+
+
+def test_nested_unit_rolled_back_drops_only_its_messages(pool, sent):
+    with pool.connection() as conn:
+        with transaction(conn):
+            send_after_commit(conn, "tag_recordings", 1)
+            with pytest.raises(ValueError), transaction(conn):
+                send_after_commit(conn, "tag_recordings", 2)
+                raise ValueError
+            with transaction(conn):
+                send_after_commit(conn, "restore_recordings", 3)
+            assert sent == []
+    assert [m.args for m in sent] == [(1,), (3,)]
+
+
+def test_refused_outside_a_transaction(pool, sent):
+    with pool.connection() as conn, pytest.raises(NoTransaction):
+        send_after_commit(conn, "tag_recordings", 1)
+
+
+def test_refused_inside_a_transaction_it_does_not_own(pool, sent):
+    with pool.connection() as conn, conn.transaction(), pytest.raises(NoTransaction):
+        with transaction(conn):
+            pass
+
+
+def test_a_failed_send_after_commit_is_reported_not_swallowed(pool):
+    def broken(message):
+        raise ConnectionError("broker down")
+
+    after_commit.install_sender(broken)
+    try:
+        with pool.connection() as conn:
+            with pytest.raises(SendAfterCommitFailed), transaction(conn):
+                conn.execute("insert into users (telegram_id) values (1)")
+                send_after_commit(conn, "tag_recordings", 1)
+            assert conn.execute("select count(*) as n from users").fetchone()["n"] == 1
+    finally:
+        after_commit.install_sender(None)
+
+
+def _real_broker_round_trip(pool, broker, queued_count):
+    """The real broker has the message only after COMMIT, and nothing after a rollback."""
+    import dramatiq
+    from dramatiq.brokers.stub import StubBroker  # noqa: F401
+
+    actor = dramatiq.actor(lambda user_id: None, actor_name="after_commit_probe",
+                           queue_name="after_commit_probe", broker=broker)
+
+    def sender(message):
+        actor.send_with_options(args=message.args)
+
+    after_commit.install_sender(sender)
+    try:
+        with pool.connection() as conn:
+            with pytest.raises(RuntimeError), transaction(conn):
+                send_after_commit(conn, "after_commit_probe", 1)
+                raise RuntimeError
+            assert queued_count() == 0
+            with transaction(conn):
+                send_after_commit(conn, "after_commit_probe", 2)
+                assert queued_count() == 0
+            assert queued_count() == 1
+    finally:
+        after_commit.install_sender(None)
+
+
+def test_postgres_broker_gets_the_message_only_after_commit(pool, database):
+    from lapse.brokers import LapsePostgresBroker
+
+    broker = LapsePostgresBroker(url=database, results=False)
+    try:
+        def queued():
+            with pool.connection() as c:
+                return c.execute("select count(*) as n from dramatiq.queue "
+                                 "where queue_name = 'after_commit_probe'").fetchone()["n"]
+        _real_broker_round_trip(pool, broker, queued)
+    finally:
+        broker.close()
+
+
+@pytest.mark.redis
+def test_redis_broker_gets_the_message_only_after_commit(pool, clean_redis):
+    from lapse.brokers import LapseRedisBroker
+
+    broker = LapseRedisBroker(url=clean_redis)
+    _real_broker_round_trip(pool, broker,
+                            lambda: broker.client.llen("dramatiq:after_commit_probe"))

@@ -1,0 +1,64 @@
+"""Configuration: validated at start, every variable documented, compose uses only known ones."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import yaml
+
+from lapse.config import VARIABLES, ConfigError, load_settings
+from tests.conftest import ROOT
+
+
+def test_defaults_are_the_embedded_postgres_broker():
+    config = load_settings({})
+    assert config.embedded and config.broker == "postgres"
+    assert config.billing_grace == timedelta(hours=72)
+
+
+@pytest.mark.parametrize(("env", "variable"), [
+    ({"LAPSE_BROKER": "rabbit"}, "LAPSE_BROKER"),
+    ({"LAPSE_BROKER": "redis"}, "REDIS_URL"),
+    ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql:///nohost"}, "DATABASE_URL"),
+    ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+    ({"LAPSE_DB_POOL_SIZE": "0"}, "LAPSE_DB_POOL_SIZE"),
+    ({"LAPSE_BILLING_GRACE_HOURS": "three"}, "LAPSE_BILLING_GRACE_HOURS"),
+    ({"LAPSE_ALLOW_CLOCK_OVERRIDE": "maybe"}, "LAPSE_ALLOW_CLOCK_OVERRIDE"),
+    ({"LAPSE_PANEL_INBOUND_ID": "-1"}, "LAPSE_PANEL_INBOUND_ID"),
+    ({"LAPSE_LOG_LEVEL": "LOUD"}, "LAPSE_LOG_LEVEL"),
+])
+def test_bad_values_name_the_variable(env, variable):
+    with pytest.raises(ConfigError) as error:
+        load_settings(env)
+    assert error.value.variable == variable
+    assert str(error.value).startswith(variable)
+
+
+def test_secrets_never_appear_in_the_settings_repr():
+    config = load_settings({"LAPSE_PANEL_PASSWORD": "hunter2", "LAPSE_CRYPTO_TOKEN": "tok-secret",
+                            "LAPSE_TELEGRAM_TOKEN": "123:abc"})
+    text = repr(config)
+    assert "hunter2" not in text and "tok-secret" not in text and "123:abc" not in text
+
+
+def test_every_variable_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    missing = [v.name for v in VARIABLES if f"`{v.name}`" not in readme]
+    assert missing == []
+
+
+def test_compose_services_only_set_known_variables():
+    compose = yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())
+    known = {v.name for v in VARIABLES}
+    services = compose["services"]
+    assert {"postgres", "redis", "minio", "worker", "scheduler"} <= set(services)
+    for name in ("worker", "scheduler"):
+        environment = services[name].get("environment", {})
+        keys = set(environment) if isinstance(environment, dict) else {
+            e.split("=", 1)[0] for e in environment}
+        assert keys, name
+        assert keys - {"TZ"} <= known, (name, keys - known)
+    assert "periodiq" in " ".join(services["scheduler"]["command"])
+    assert services["scheduler"]["environment"]["TZ"] == "UTC"
