@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+
+
+@pytest.fixture
+def stub_worker(pool) -> Iterator[tuple[Any, Any]]:
+    """The stub broker Lapse configured (LAPSE_BROKER=stub) with a running worker."""
+    import actors
+
+    broker = actors.broker
+    broker.flush_all()
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)
+    worker.start()
+    yield broker, worker
+    worker.stop()
+    broker.flush_all()
+
+
+def dead_letters(pool) -> list[dict[str, Any]]:
+    with pool.connection() as conn:
+        return conn.execute("select * from dead_letters order by id").fetchall()
