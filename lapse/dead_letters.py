@@ -23,6 +23,7 @@ import dramatiq
 from dramatiq import Middleware
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import SkipMessage
+import psycopg
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
@@ -87,8 +88,22 @@ def archive(conn: Connection[Any], broker: dramatiq.Broker, message: Any,
 
 def archive_undecodable(broker_name: str, queue_name: str, raw: bytes | str,
                         message_id: str | None = None) -> None:
-    """Archive a message that could not be decoded, with its raw body."""
-    body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    """Archive a message that could not be decoded, with its raw body.
+
+    Never raises: the consumer must go on with the messages behind this one.
+    If the archive itself is unreachable, the raw body goes to the error log.
+    """
+    body = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
+    body = body.replace("\x00", "\\x00")  # text columns cannot hold NUL
+    try:
+        _insert_undecodable(broker_name, queue_name, body, message_id)
+    except psycopg.Error as error:
+        logger.error("could not archive an undecodable message from queue %s (%s); raw body: %.2000s",
+                     queue_name, error, body)
+
+
+def _insert_undecodable(broker_name: str, queue_name: str, body: str,
+                        message_id: str | None) -> None:
     with db.pool().connection() as conn:
         conn.execute(SQL["archive"], {
             "message_id": message_id or f"undecodable-{uuid.uuid4()}", "broker": broker_name,
