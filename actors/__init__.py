@@ -4,9 +4,8 @@
 scheduler. ``broker`` is what both CLIs look up in this module.
 """
 
-from lapse.brokers import broker
-
 from actors import access, money, notifications, retention, sweeps  # noqa: E402
+from lapse.brokers import broker
 
 __all__ = ["access", "broker", "money", "notifications", "retention", "sweeps"]
 

@@ -80,8 +80,7 @@ def lapse_actor(
     """Declare a Lapse actor named after its function, with validated arguments."""
 
     def decorate(fn: F) -> dramatiq.Actor[Any, Any]:
-        return dramatiq.actor(
-            validated(fn.__name__, fn),
+        declare = dramatiq.actor(
             actor_name=fn.__name__,
             queue_name=queue_name,
             max_retries=max_retries,
@@ -91,5 +90,6 @@ def lapse_actor(
             throws=(PermanentError,),
             **options,
         )
+        return declare(validated(fn.__name__, fn))
 
     return decorate

@@ -125,7 +125,7 @@ def _send_all(messages: list[PendingMessage]) -> None:
     for message in messages:
         try:
             _sender(message)
-        except Exception as error:  # keep sending the others; reported below
+        except Exception as error:  # noqa: BLE001  any broker failure: keep sending the others, raise below
             logger.error("after-commit send of %s failed: %s", message.actor_name, error)
             failed.append((message, error))
     if failed:

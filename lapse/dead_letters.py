@@ -20,10 +20,10 @@ import uuid
 from typing import Any
 
 import dramatiq
+import psycopg
 from dramatiq import Middleware
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import SkipMessage
-import psycopg
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 

@@ -59,7 +59,7 @@ def requeue(conn: Connection[Any], broker: dramatiq.Broker, dead_id: int, *, now
         raise DeadLetterNotFound(
             f"dead letter {dead_id} could not be decoded; there is nothing to requeue (purge it)")
     options = {k: v for k, v in (row["options"] or {}).items() if k not in _RESET_OPTIONS}
-    message = Message(queue_name=q_name(row["queue_name"]), actor_name=row["actor_name"],
+    message: Message[Any] = Message(queue_name=q_name(row["queue_name"]), actor_name=row["actor_name"],
                       args=tuple(row["args"] or ()), kwargs=row["kwargs"] or {},
                       options=options, message_id=row["message_id"])
     # dramatiq-postgres upserts on message id: the enqueue itself turns its

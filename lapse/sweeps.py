@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from psycopg_pool import ConnectionPool
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
 from domain.errors import UnknownSweep
 from lapse import clock
@@ -153,8 +153,9 @@ def run_sweep(pool: ConnectionPool, name: str, *, now: datetime, budget_seconds:
 def _start_run(pool: ConnectionPool, sweep: Sweep, now: datetime,
                tick_minute: datetime | None) -> int | None:
     with pool.connection() as conn, transaction(conn):
-        row = conn.execute(SQL["start_run"], {"sweep": sweep.name, "tick_minute": tick_minute,
-                                              "now": now}).fetchone()
+        row: Any = conn.execute(SQL["start_run"], {"sweep": sweep.name,
+                                                   "tick_minute": tick_minute,
+                                                   "now": now}).fetchone()
     return None if row is None else int(row["id"])
 
 

@@ -9,7 +9,6 @@ from typing import Any
 from psycopg import Connection
 
 
-
 def user(conn: Connection[Any], **overrides: Any) -> int:
     values = {"telegram_id": None, "created_at": datetime(2026, 1, 1).astimezone()} | overrides
     row = conn.execute("insert into users (telegram_id, created_at) values (%(telegram_id)s, "

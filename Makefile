@@ -1,0 +1,30 @@
+# Two commands on a fresh machine with only Python 3.11 and make:
+#   make demo   the main job on the embedded default (embedded PostgreSQL, Postgres broker)
+#   make test   lint, types and every test (embedded PostgreSQL when DATABASE_URL is unset)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint venv clean-embedded
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy domain actors lapse
+
+test: lint
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/lapse demo
+
+clean-embedded: $(STAMP)
+	$(BIN)/lapse embedded stop
