@@ -4,7 +4,7 @@
 scheduler. ``broker`` is what both CLIs look up in this module.
 """
 
-from actors import access, money, notifications, retention, sweeps  # noqa: E402
+from actors import access, money, notifications, retention, sweeps
 from lapse.brokers import broker
 
 __all__ = ["access", "broker", "money", "notifications", "retention", "sweeps"]

@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import dramatiq
 
 from domain.errors import InvalidArguments, PermanentError
+from lapse.brokers import broker
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,10 +78,16 @@ def lapse_actor(
     time_limit: int = 300_000,
     **options: Any,
 ) -> Callable[[F], dramatiq.Actor[Any, Any]]:
-    """Declare a Lapse actor named after its function, with validated arguments."""
+    """Declare a Lapse actor named after its function, with validated arguments.
+
+    The broker is passed explicitly: relying on dramatiq's global broker would
+    silently bind an actor to a default Redis broker if a module were imported
+    before ``lapse.brokers``.
+    """
 
     def decorate(fn: F) -> dramatiq.Actor[Any, Any]:
         declare = dramatiq.actor(
+            broker=broker,
             actor_name=fn.__name__,
             queue_name=queue_name,
             max_retries=max_retries,

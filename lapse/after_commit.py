@@ -62,9 +62,9 @@ _lock = threading.Lock()
 
 
 def _default_sender(message: PendingMessage) -> None:
-    import dramatiq
+    from lapse.brokers import broker
 
-    actor = dramatiq.get_broker().get_actor(message.actor_name)
+    actor = broker.get_actor(message.actor_name)
     actor.send_with_options(args=message.args, kwargs=message.kwargs, delay=message.delay_ms)
 
 
