@@ -1,0 +1,71 @@
+"""Tick claiming and the hourly check of daily sweeps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from domain.errors import UnknownSweep
+from lapse import after_commit, sweeps
+from lapse.after_commit import transaction
+
+T = datetime(2026, 11, 24, 1, 30, 17, tzinfo=UTC)
+
+
+@pytest.fixture
+def sent():
+    messages = []
+    after_commit.install_sender(messages.append)
+    yield messages
+    after_commit.install_sender(None)
+
+
+def test_a_tick_is_claimed_once_per_sweep_and_minute(pool, sent):
+    sweep = sweeps.get("sweep_retention")
+    with pool.connection() as conn:
+        for at in (T, T + timedelta(seconds=20), T):
+            with transaction(conn):
+                sweeps.claim_tick(conn, sweep, minute=at, now=at)
+        row = conn.execute("select minute, duplicates from sweep_ticks").fetchone()
+    assert row == {"minute": T.replace(second=0), "duplicates": 2}
+    assert [(m.actor_name, m.kwargs) for m in sent] == [
+        ("sweep_retention", {"tick_minute": "2026-11-24T01:30:00+00:00"})]
+
+
+def test_a_sweep_runs_once_per_tick(pool):
+    first = sweeps.run_sweep(pool, "lapses", now=T, tick_minute=T.replace(second=0),
+                             budget_seconds=5)
+    again = sweeps.run_sweep(pool, "lapses", now=T, tick_minute=T.replace(second=0),
+                             budget_seconds=5)
+    assert first == {} and again == {"duplicate_tick": 1}
+
+
+def test_unknown_sweep_names_the_known_ones():
+    with pytest.raises(UnknownSweep, match="retention"):
+        sweeps.get("nope")
+
+
+def test_daily_sweeps_with_a_dropped_tick_are_caught_up_hourly(pool):
+    daily = {"retention", "purge", "reminders"}
+    at = datetime(2026, 11, 24, 12, 15, tzinfo=UTC)
+    with pool.connection() as conn:
+        assert {s.name for s in sweeps.missed_daily_sweeps(conn, now=at)} == daily
+    sweeps.run_sweep(pool, "retention", now=at - timedelta(hours=10), budget_seconds=5)
+    sweeps.run_sweep(pool, "purge", now=at - timedelta(hours=20), budget_seconds=5)
+    with pool.connection() as conn:
+        # retention ran after today's 01:30; purge's run predates today's 03:00 slot
+        assert {s.name for s in sweeps.missed_daily_sweeps(conn, now=at)} == {"purge", "reminders"}
+        conn.execute("insert into sweep_runs (sweep, started_at, clock) values ('purge', %s, %s)",
+                     (at - timedelta(minutes=20), at - timedelta(minutes=20)))
+        conn.commit()
+        # a purge run started 20 minutes ago is still going: do not start another
+        assert {s.name for s in sweeps.missed_daily_sweeps(conn, now=at)} == {"reminders"}
+
+
+def test_cadences_follow_the_spec():
+    cron = {name: s.cron for name, s in sweeps.SWEEPS.items()}
+    assert cron["lapses"] == "0 * * * *" and cron["retention"] == "30 1 * * *"
+    assert cron["purge"] == "0 3 * * *" and cron["auto_renewals"] == "*/10 * * * *"
+    assert cron["trial_notifications"] == "*/5 * * * *" and cron["reconcile"] == "*/10 * * * *"
+    assert {cron[n] for n in ("fast_expiry", "activations", "crypto_payments")} == {"* * * * *"}
