@@ -12,6 +12,7 @@ from typing import Any
 
 import dramatiq_postgres
 from psycopg import Connection
+from psycopg.rows import tuple_row
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "domain" / "sql" / "migrations"
 _LOCK_KEY = "lapse-migrate"
@@ -30,7 +31,7 @@ def migrate(conn: Connection[Any]) -> list[str]:
             "create table if not exists schema_migrations ("
             " version text primary key, applied_at timestamptz not null default now())"
         )
-        done = {row_version(r) for r in conn.execute("select version from schema_migrations")}
+        done = _applied(conn)
         for path in available():
             version = path.stem
             if version in done:
@@ -46,16 +47,13 @@ def migrate(conn: Connection[Any]) -> list[str]:
 
 def pending(conn: Connection[Any]) -> list[str]:
     """Versions not yet applied (all of them on an empty database)."""
-    exists = conn.execute("select to_regclass('schema_migrations') is not null as e").fetchone()
-    done: set[str] = set()
-    if exists and row_version_bool(exists):
-        done = {row_version(r) for r in conn.execute("select version from schema_migrations")}
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        row = cursor.execute("select to_regclass('schema_migrations') is not null").fetchone()
+    done = _applied(conn) if row and row[0] else set()
     return [p.stem for p in available() if p.stem not in done]
 
 
-def row_version(row: Any) -> str:
-    return str(row["version"] if isinstance(row, dict) else row[0])
-
-
-def row_version_bool(row: Any) -> bool:
-    return bool(row["e"] if isinstance(row, dict) else row[0])
+def _applied(conn: Connection[Any]) -> set[str]:
+    # A tuple cursor: callers pass connections with and without dict_row.
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        return {str(version) for (version,) in cursor.execute("select version from schema_migrations")}

@@ -108,6 +108,17 @@ def conn() -> Iterator[psycopg.Connection[Any]]:
         connection.rollback()
 
 
+@pytest.fixture
+def sent() -> Iterator[list[Any]]:
+    """Messages sent after commit, recorded instead of reaching a broker."""
+    from lapse import after_commit
+
+    messages: list[Any] = []
+    after_commit.install_sender(messages.append)
+    yield messages
+    after_commit.install_sender(None)
+
+
 def service_unavailable(reason: str) -> None:
     if CI:
         pytest.fail(f"CI=true and {reason}")

@@ -9,14 +9,6 @@ from lapse import after_commit
 from lapse.after_commit import NoTransaction, SendAfterCommitFailed, send_after_commit, transaction
 
 
-@pytest.fixture
-def sent():
-    messages = []
-    after_commit.install_sender(messages.append)
-    yield messages
-    after_commit.install_sender(None)
-
-
 def test_sent_after_commit(pool, sent):
     with pool.connection() as conn:
         with transaction(conn):
@@ -84,7 +76,6 @@ def test_a_failed_send_after_commit_is_reported_not_swallowed(pool):
 def _real_broker_round_trip(pool, broker, queued_count):
     """The real broker has the message only after COMMIT, and nothing after a rollback."""
     import dramatiq
-    from dramatiq.brokers.stub import StubBroker  # noqa: F401
 
     actor = dramatiq.actor(lambda user_id: None, actor_name="after_commit_probe",
                            queue_name="after_commit_probe", broker=broker)

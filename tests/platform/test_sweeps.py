@@ -7,18 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain.errors import UnknownSweep
-from lapse import after_commit, sweeps
+from lapse import sweeps
 from lapse.after_commit import transaction
 
 T = datetime(2026, 11, 24, 1, 30, 17, tzinfo=UTC)
-
-
-@pytest.fixture
-def sent():
-    messages = []
-    after_commit.install_sender(messages.append)
-    yield messages
-    after_commit.install_sender(None)
 
 
 def test_a_tick_is_claimed_once_per_sweep_and_minute(pool, sent):

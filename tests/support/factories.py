@@ -7,14 +7,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import Connection
+from psycopg.rows import tuple_row
+
+
+def _insert_returning_id(conn: Connection[Any], sql: str, params: Any) -> int:
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        row = cursor.execute(sql, params).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def user(conn: Connection[Any], **overrides: Any) -> int:
     values = {"telegram_id": None, "created_at": datetime(2026, 1, 1).astimezone()} | overrides
-    row = conn.execute("insert into users (telegram_id, created_at) values (%(telegram_id)s, "
-                       "%(created_at)s) returning id", values).fetchone()
-    assert row is not None
-    return int(row["id"] if isinstance(row, dict) else row[0])
+    return _insert_returning_id(
+        conn, "insert into users (telegram_id, created_at) values (%(telegram_id)s, "
+        "%(created_at)s) returning id", values)
 
 
 def plan(conn: Connection[Any], code: str = "month", days: int = 30, price: int = 500) -> str:
@@ -33,19 +40,15 @@ def subscription(conn: Connection[Any], user_id: int, *, kind: str = "paid", sta
               "access_key": uuid.uuid4() if needs_key else None} | overrides
     columns = ", ".join(values)
     placeholders = ", ".join(f"%({c})s" for c in values)
-    row = conn.execute(f"insert into subscriptions ({columns}) values ({placeholders}) returning id",
-                       values).fetchone()
-    assert row is not None
-    return int(row["id"] if isinstance(row, dict) else row[0])
+    return _insert_returning_id(
+        conn, f"insert into subscriptions ({columns}) values ({placeholders}) returning id", values)
 
 
 def event(conn: Connection[Any], subscription_id: int, user_id: int, type_: str,
           at: datetime) -> int:
-    row = conn.execute("insert into subscription_events (subscription_id, user_id, type, created_at) "
-                       "values (%s, %s, %s, %s) returning id",
-                       (subscription_id, user_id, type_, at)).fetchone()
-    assert row is not None
-    return int(row["id"] if isinstance(row, dict) else row[0])
+    return _insert_returning_id(
+        conn, "insert into subscription_events (subscription_id, user_id, type, created_at) "
+        "values (%s, %s, %s, %s) returning id", (subscription_id, user_id, type_, at))
 
 
 def family(conn: Connection[Any], owner_id: int, member_id: int, *, added_at: datetime,
@@ -62,12 +65,10 @@ def sponsorship(conn: Connection[Any], user_id: int, *, granted_at: datetime,
 
 def recording(conn: Connection[Any], user_id: int, *, has_audio: bool = True,
               created_at: datetime, kind: str = "recite") -> int:
-    row = conn.execute("insert into recordings (user_id, kind, has_audio, audio_key, created_at) "
-                       "values (%s, %s, %s, %s, %s) returning id",
-                       (user_id, kind, has_audio, f"audio/{user_id}/{uuid.uuid4()}", created_at)
-                       ).fetchone()
-    assert row is not None
-    return int(row["id"] if isinstance(row, dict) else row[0])
+    return _insert_returning_id(
+        conn, "insert into recordings (user_id, kind, has_audio, audio_key, created_at) "
+        "values (%s, %s, %s, %s, %s) returning id",
+        (user_id, kind, has_audio, f"audio/{user_id}/{uuid.uuid4()}", created_at))
 
 
 SECOND = timedelta(seconds=1)
