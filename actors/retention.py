@@ -1,20 +1,46 @@
-"""Recording retention actors (SPEC §4). Their logic comes with issue 3."""
+"""Recording retention actors (SPEC §4): ``tag_recordings`` (R3) and ``restore_recordings`` (R5).
+
+Thin: each runs one flow of ``lapse.retention`` (a decision in one short
+transaction under the user lock, then the user's batches applied to S3) and
+turns a ``retry`` decision into a ``dramatiq.Retry`` with its delay. The
+retry count is shared: a user who is entitled again at each retry (flapping)
+reaches the dead-letter archive after 14.
+"""
 
 from __future__ import annotations
 
-from actors.declare import lapse_actor
-from actors.pending import not_implemented
+import logging
+from datetime import timedelta
 
-ISSUE = "issue 3 (recording retention) not implemented yet"
+import dramatiq
+
+from actors.declare import lapse_actor
+from lapse import clock, db, s3
+from lapse import retention as flows
+from lapse.config import settings
+
+logger = logging.getLogger(__name__)
+MAX_DELAY = timedelta(days=7) - timedelta(minutes=1)  # Dramatiq's cap on a delay
 
 
 @lapse_actor(queue_name="retention", max_retries=14)
 def tag_recordings(user_id: int) -> None:
-    """Tag a lapsed user's recordings for deletion (R3). Not implemented yet: logs and does nothing."""
-    not_implemented("tag_recordings", ISSUE, user_id=user_id)
+    """R3: tag a lapsed user's recordings; retry at a known end within 6 days; else superseded."""
+    now = clock.now()
+    decision = flows.tag_user(db.pool(), s3.store(), user_id, now=now, config=settings())
+    logger.info("tag_recordings user_id=%s outcome=%s batch=%s keys=%s retry_at=%s", user_id,
+                decision.outcome, decision.batch_id, decision.keys,
+                decision.retry_at.isoformat() if decision.retry_at else None)
+    if decision.retry_at is not None:
+        delay = min(decision.retry_at - now, MAX_DELAY)
+        raise dramatiq.Retry(f"user {user_id} is entitled until {decision.retry_at.isoformat()}",
+                             delay=max(int(delay.total_seconds() * 1000), 1))
 
 
 @lapse_actor(queue_name="retention")
 def restore_recordings(user_id: int) -> None:
-    """Restore an entitled user's tagged recordings (R5). Not implemented yet: logs and does nothing."""
-    not_implemented("restore_recordings", ISSUE, user_id=user_id)
+    """R5: give an entitled user's tagged, unpurged recordings back; apply the user's pending batches."""
+    decision = flows.restore_user(db.pool(), s3.store(), user_id, now=clock.now(),
+                                  config=settings())
+    logger.info("restore_recordings user_id=%s outcome=%s batch=%s keys=%s", user_id,
+                decision.outcome, decision.batch_id, decision.keys)

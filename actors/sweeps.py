@@ -17,10 +17,10 @@ from lapse.config import settings
 
 
 def _sweep_actor(sweep: registry.Sweep) -> dramatiq.Actor[Any, Any]:
-    def run(tick_minute: str | None = None) -> None:
+    def run(tick_minute: str | None = None, cursor: dict | None = None) -> None:  # type: ignore[type-arg]
         tick = clock.parse_time(tick_minute) if tick_minute else None
         registry.run_sweep(db.pool(), sweep.name, now=clock.now(), tick_minute=tick,
-                           budget_seconds=settings().sweep_budget_seconds)
+                           cursor=cursor, budget_seconds=settings().sweep_budget_seconds)
 
     run.__name__ = run.__qualname__ = sweep.actor_name
     run.__doc__ = f"Run the {sweep.name} sweep once (cron {sweep.cron!r} UTC)." + (

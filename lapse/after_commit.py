@@ -71,10 +71,11 @@ def _default_sender(message: PendingMessage) -> None:
 _sender: Sender = _default_sender
 
 
-def install_sender(sender: Sender | None) -> None:
-    """Route sends elsewhere (tests record them); None restores the broker."""
+def install_sender(sender: Sender | None) -> Sender:
+    """Route sends elsewhere (tests record them); None restores the broker. Returns the previous sender."""
     global _sender
-    _sender = sender or _default_sender
+    previous, _sender = _sender, sender or _default_sender
+    return previous
 
 
 @contextmanager

@@ -57,6 +57,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_IDLE_TX_TIMEOUT_MS", "60000", "idle_in_transaction_session_timeout on worker connections."),
     Variable("LAPSE_SWEEP_BUDGET_SECONDS", "50", "Time budget of one sweep run before it re-enqueues itself."),
     Variable("LAPSE_LOG_LEVEL", "INFO", "Python log level."),
+    Variable("LAPSE_SETTLE_MINUTES", "60", "Settle window after an entitlement ends before its recordings are tagged (R3, R4)."),
+    Variable("LAPSE_PURGE_DAYS", "30", "Days a recording stays tagged before `sweep_purge` deletes its object (R6)."),
+    Variable("LAPSE_LEAK_ALERT_HOURS", "26", "Age of a leak (or an unapplied tagging batch) that fails the audits (R8)."),
+    Variable("LAPSE_RETENTION_RATE", "200", "Users per second `sweep_retention` acts on at most, so a large first backlog does not starve other work."),
+    Variable("LAPSE_S3_CONCURRENCY", "16", "Concurrent S3 calls when tagging, restoring or deleting one batch per object."),
+    Variable("LAPSE_S3_BATCH_THRESHOLD", "10000", "Keys above which tagging uses an S3 Batch Operations job (R7) when LAPSE_S3_BATCH_ROLE_ARN is set."),
+    Variable("LAPSE_S3_BATCH_ROLE_ARN", None, "IAM role S3 Batch Operations runs as. Unset: always tag per object (moto, MinIO)."),
+    Variable("LAPSE_S3_ACCOUNT_ID", None, "AWS account id that owns S3 Batch Operations jobs (required with the role)."),
 )
 
 _BROKERS = ("redis", "postgres", "stub")
@@ -70,6 +78,7 @@ class Settings:
     home: Path
     s3_endpoint_url: str | None
     s3_bucket: str
+    aws_region: str
     panel_url: str | None
     panel_user: str | None
     panel_password: str | None = field(repr=False)
@@ -86,6 +95,14 @@ class Settings:
     idle_in_transaction_timeout_ms: int
     sweep_budget_seconds: float
     log_level: str
+    settle: timedelta = timedelta(hours=1)
+    purge_after: timedelta = timedelta(days=30)
+    leak_alert_age: timedelta = timedelta(hours=26)
+    retention_rate: int = 200
+    s3_concurrency: int = 16
+    s3_batch_threshold: int = 10_000
+    s3_batch_role_arn: str | None = None
+    s3_account_id: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -115,6 +132,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         home=Path(raw("LAPSE_HOME") or ".lapse").resolve(),
         s3_endpoint_url=_url(raw("LAPSE_S3_ENDPOINT_URL"), "LAPSE_S3_ENDPOINT_URL", ("http", "https")),
         s3_bucket=raw("LAPSE_S3_BUCKET") or "",
+        aws_region=raw("AWS_DEFAULT_REGION") or "us-east-1",
         panel_url=_url(raw("LAPSE_PANEL_URL"), "LAPSE_PANEL_URL", ("http", "https")),
         panel_user=raw("LAPSE_PANEL_USER"),
         panel_password=raw("LAPSE_PANEL_PASSWORD"),
@@ -137,7 +155,24 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             _positive_int(raw("LAPSE_SWEEP_BUDGET_SECONDS"), "LAPSE_SWEEP_BUDGET_SECONDS")
         ),
         log_level=_log_level(raw("LAPSE_LOG_LEVEL") or "INFO"),
+        settle=timedelta(minutes=_positive_int(raw("LAPSE_SETTLE_MINUTES"), "LAPSE_SETTLE_MINUTES")),
+        purge_after=timedelta(days=_positive_int(raw("LAPSE_PURGE_DAYS"), "LAPSE_PURGE_DAYS")),
+        leak_alert_age=timedelta(
+            hours=_positive_int(raw("LAPSE_LEAK_ALERT_HOURS"), "LAPSE_LEAK_ALERT_HOURS")),
+        retention_rate=_positive_int(raw("LAPSE_RETENTION_RATE"), "LAPSE_RETENTION_RATE"),
+        s3_concurrency=_positive_int(raw("LAPSE_S3_CONCURRENCY"), "LAPSE_S3_CONCURRENCY"),
+        s3_batch_threshold=_positive_int(raw("LAPSE_S3_BATCH_THRESHOLD"), "LAPSE_S3_BATCH_THRESHOLD"),
+        s3_batch_role_arn=raw("LAPSE_S3_BATCH_ROLE_ARN"),
+        s3_account_id=_batch_account(raw("LAPSE_S3_ACCOUNT_ID"), raw("LAPSE_S3_BATCH_ROLE_ARN")),
     )
+
+
+def _batch_account(account: str | None, role: str | None) -> str | None:
+    if role is not None and account is None:
+        raise ConfigError("LAPSE_S3_ACCOUNT_ID", "required when LAPSE_S3_BATCH_ROLE_ARN is set")
+    if account is not None and not (account.isdigit() and len(account) == 12):
+        raise ConfigError("LAPSE_S3_ACCOUNT_ID", f"must be a 12-digit AWS account id, got {account!r}")
+    return account
 
 
 def _url(value: str | None, name: str, schemes: tuple[str, ...]) -> str | None:

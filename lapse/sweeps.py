@@ -8,16 +8,19 @@ run: a dropped 01:30 tick costs at most an hour.
 
 A sweep body receives the pool (never a held connection: it may call other
 services between its transactions) and a ``SweepContext``; it returns counts.
-Sweeps whose logic belongs to a later issue have no body yet: running them
-records a run whose log line says so, and does no work.
+A body that runs out of its time budget sets ``context.resume`` to its
+cursor; the run is then recorded as ``continued`` and the sweep re-enqueues
+itself with that cursor. Sweeps whose logic belongs to a later issue have no
+body yet: running them records a run whose log line says so, and does no work.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time as monotonic_time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -33,11 +36,13 @@ logger = logging.getLogger(__name__)
 SQL = queries(__file__, "sweeps")
 
 
-@dataclass(frozen=True)
+@dataclass
 class SweepContext:
     now: datetime
     dry_run: bool
     deadline: float
+    cursor: dict[str, Any] | None = None
+    resume: dict[str, Any] | None = field(default=None)
 
     def out_of_time(self) -> bool:
         return monotonic_time.monotonic() >= self.deadline
@@ -51,26 +56,35 @@ class Sweep:
     name: str
     cron: str
     daily_at: time | None = None
-    body: SweepBody | None = None
+    implementation: str | None = None  # "module:function" of the body, imported on first use
     pending: str | None = None
 
     @property
     def actor_name(self) -> str:
         return f"sweep_{self.name}"
 
+    @property
+    def body(self) -> SweepBody | None:
+        if self.implementation is None:
+            return None
+        module, function = self.implementation.split(":")
+        body: SweepBody = getattr(importlib.import_module(module), function)
+        return body
 
-_RETENTION = "issue 3 (recording retention)"
+
+_BODIES = "lapse.retention_sweeps"
 _MONEY = "issue 4 (money)"
 _ACCESS = "SPEC §6 access keys and notifications (not yet filed as an issue)"
 
 SWEEPS: dict[str, Sweep] = {
     s.name: s
     for s in (
-        Sweep("lapses", "0 * * * *", pending=_RETENTION),
-        Sweep("retention", "30 1 * * *", daily_at=time(1, 30), pending=_RETENTION),
-        Sweep("purge", "0 3 * * *", daily_at=time(3, 0), pending=_RETENTION),
+        Sweep("lapses", "0 * * * *", implementation=f"{_BODIES}:sweep_lapses"),
+        Sweep("retention", "30 1 * * *", daily_at=time(1, 30),
+              implementation=f"{_BODIES}:sweep_retention"),
+        Sweep("purge", "0 3 * * *", daily_at=time(3, 0), implementation=f"{_BODIES}:sweep_purge"),
         Sweep("auto_renewals", "*/10 * * * *", pending=_MONEY),
-        Sweep("fast_expiry", "* * * * *", pending=_ACCESS),
+        Sweep("fast_expiry", "* * * * *", implementation=f"{_BODIES}:sweep_fast_expiry"),
         Sweep("activations", "* * * * *", pending=_ACCESS),
         Sweep("crypto_payments", "* * * * *", pending=_MONEY),
         Sweep("trial_notifications", "*/5 * * * *", pending=_ACCESS),
@@ -126,10 +140,16 @@ def missed_daily_sweeps(conn: Any, *, now: datetime) -> list[Sweep]:
 
 
 def run_sweep(pool: ConnectionPool, name: str, *, now: datetime, budget_seconds: float,
-              tick_minute: datetime | None = None, dry_run: bool = False) -> dict[str, Any]:
-    """Run one sweep in this process, recording the run (not for a dry run); return its counts."""
+              tick_minute: datetime | None = None, dry_run: bool = False,
+              cursor: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one sweep in this process, recording the run (not for a dry run); return its counts.
+
+    When the body runs out of budget it leaves a cursor in ``context.resume``:
+    the run is recorded as ``continued`` and the sweep is sent again, after
+    commit, with that cursor.
+    """
     sweep = get(name)
-    context = SweepContext(now, dry_run, monotonic_time.monotonic() + budget_seconds)
+    context = SweepContext(now, dry_run, monotonic_time.monotonic() + budget_seconds, cursor)
     run_id = None if dry_run else _start_run(pool, sweep, now, tick_minute)
     if run_id is None and not dry_run:
         _log(sweep, "duplicate_tick", {}, tick_minute)
@@ -142,10 +162,14 @@ def run_sweep(pool: ConnectionPool, name: str, *, now: datetime, budget_seconds:
                 conn.execute(SQL["fail_run"], {"id": run_id, "now": clock.now(), "error": repr(error)})
         _log(sweep, "failed", {}, tick_minute, error=repr(error))
         raise
+    status = "continued" if context.resume is not None else "completed"
     if run_id is not None:
         with pool.connection() as conn, transaction(conn):
-            conn.execute(SQL["finish_run"], {"id": run_id, "now": clock.now(), "counts": Jsonb(counts)})
-    outcome = "dry_run" if dry_run else "completed"
+            conn.execute(SQL["finish_run"], {"id": run_id, "now": clock.now(), "status": status,
+                                             "counts": Jsonb(counts)})
+            if context.resume is not None:
+                send_after_commit(conn, sweep.actor_name, cursor=context.resume)
+    outcome = "dry_run" if dry_run else status
     _log(sweep, outcome, counts, tick_minute)
     return counts
 

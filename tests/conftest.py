@@ -23,6 +23,10 @@ from psycopg.rows import dict_row
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ["LAPSE_BROKER"] = "stub"
+# Nothing in the tests may reach real AWS: credentials are fakes, the endpoint is moto's.
+os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_DEFAULT_REGION": "us-east-1"})
+os.environ.setdefault("LAPSE_S3_ENDPOINT_URL", "http://127.0.0.1:9")
 os.environ.pop("REDIS_URL_FOR_LAPSE", None)
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -95,6 +99,35 @@ def pool(database: str) -> Iterator[Any]:
     yield test_pool
     db.install_pool(previous)
     test_pool.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A real moto S3 server on a free local port (in this process, so its objects outlive a stop())."""
+    from moto.server import ThreadedMotoServer
+
+    from lapse.embedded import _free_port
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    server.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    os.environ["LAPSE_S3_ENDPOINT_URL"] = server.url  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def store(s3_server: Any) -> Iterator[Any]:
+    """The boto3 adapter on a fresh bucket of the moto server, installed as the process's store."""
+    from lapse import s3
+
+    adapter = s3.S3RecordingStore(bucket=f"test-{uuid.uuid4().hex[:12]}", endpoint_url=s3_server.url,
+                                  region="us-east-1", concurrency=8)
+    adapter.ensure_bucket()
+    previous = s3.install_store(adapter)
+    yield adapter
+    s3.install_store(previous)
 
 
 @pytest.fixture

@@ -43,3 +43,8 @@ where r.has_audio and r.kind = 'recite' and not r.is_deleted
 group by r.user_id
 having not retention_holds(r.user_id, %(now)s, %(grace)s)
    and retention_end(r.user_id, %(now)s, %(grace)s) < %(now)s - %(alert_age)s
+
+-- name: unapplied_tagging_batches
+select id as batch_id, user_id, action, cardinality(keys) as keys, created_at, last_error
+from tagging_batches
+where state = 'pending' and action in ('tag', 'purge') and created_at < %(now)s - %(alert_age)s

@@ -11,7 +11,7 @@ on conflict do nothing
 returning id
 
 -- name: finish_run
-update sweep_runs set status = 'completed', finished_at = %(now)s, counts = %(counts)s
+update sweep_runs set status = %(status)s, finished_at = %(now)s, counts = %(counts)s
 where id = %(id)s
 
 -- name: fail_run

@@ -68,6 +68,9 @@ PLANTS = {
         drop(c, "subscriptions", "subscriptions_renewal_within_period"),
         make.subscription(c, u, started_at=T, expires_at=T + DAY, last_auto_renewal_at=T + 2 * DAY)),
     "no_old_leaks": lambda c, u: make.recording(c, u, created_at=T - 2 * DAY),
+    "unapplied_tagging_batches": lambda c, u: c.execute(
+        "insert into tagging_batches (user_id, action, keys, created_at) "
+        "values (%s, 'tag', array['audio/x'], %s)", (u, T - 2 * DAY)),
 }
 
 

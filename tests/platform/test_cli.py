@@ -63,13 +63,16 @@ def test_now_on_a_state_changing_command_needs_the_override(database):
     assert allowed.returncode == 0, allowed.stderr
 
 
-def test_sweep_records_its_run_and_says_it_is_not_implemented(pool, database):
-    result = lapse("sweep", "retention", env={"DATABASE_URL": database})
+def test_sweep_records_its_run_and_says_when_it_is_not_implemented(pool, database):
+    result = lapse("sweep", "reminders", env={"DATABASE_URL": database})
     assert result.returncode == 0, result.stderr
     assert "not implemented yet" in result.stdout
+    done = lapse("sweep", "retention", env={"DATABASE_URL": database})
+    assert done.returncode == 0 and "users_scanned: 0" in done.stdout, done.stderr
     with pool.connection() as conn:
-        runs = conn.execute("select sweep, status from sweep_runs").fetchall()
-    assert runs == [{"sweep": "retention", "status": "completed"}]
+        runs = conn.execute("select sweep, status from sweep_runs order by id").fetchall()
+    assert runs == [{"sweep": "reminders", "status": "completed"},
+                    {"sweep": "retention", "status": "completed"}]
 
 
 def test_dry_run_changes_nothing(pool, database):

@@ -1,0 +1,167 @@
+"""Subscription life-cycle transitions that end or grant entitlement (SPEC §3a), and family and sponsorship changes.
+
+Each transition runs on the caller's transaction under the user lock and
+writes a ``subscription_events`` row. Every one that ends an entitlement
+source enqueues ``tag_recordings`` for everyone it affects (R2: no "looks
+premium" filter; the tagging actor decides); every grant sends
+``restore_recordings`` (R5). Purchases and renewals (issue 4) use the same
+helpers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import Connection
+
+from domain.errors import PermanentError
+from domain.retention import lock_user, request_restore, request_tagging
+from lapse.sql import queries
+
+SQL = queries(__file__, "lifecycle")
+
+
+class TransitionRefused(PermanentError):
+    """A transition §3a does not allow from the subscription's current state."""
+
+    def __init__(self, subscription_id: int, problem: str) -> None:
+        super().__init__(f"subscription {subscription_id}: {problem}")
+        self.subscription_id = subscription_id
+
+
+class NotFound(PermanentError):
+    """A subscription, family membership or sponsorship that does not exist (or is already ended)."""
+
+
+@dataclass(frozen=True)
+class Expired:
+    subscription_id: int
+    user_id: int
+    rule: str
+
+
+def due_expiries(conn: Connection[Any], *, now: datetime, billing_grace: timedelta,
+                 after: int = 0, limit: int = 500) -> list[tuple[int, int]]:
+    """(subscription id, user id) of current subscriptions whose expiry is due, keyset after ``after``."""
+    rows = conn.execute(SQL["due_expiries"], {"now": now, "grace": billing_grace, "after": after,
+                                              "limit": limit}).fetchall()
+    return [(int(r["id"]), int(r["user_id"])) for r in rows]
+
+
+def expire_if_due(conn: Connection[Any], subscription_id: int, user_id: int, *, now: datetime,
+                  billing_grace: timedelta) -> Expired | None:
+    """§3a's time-driven ends: trial, paid active (auto-renew off) or cancelled past expiry, grace past the billing grace."""
+    lock_user(conn, user_id)
+    sub = _subscription(conn, subscription_id)
+    if sub["status"] not in ("active", "cancelled", "grace") or sub["expires_at"] > now:
+        return None
+    if sub["kind"] == "trial":
+        rule, ended_at = "trial_ended", sub["expires_at"]
+    elif sub["status"] == "grace":
+        if sub["expires_at"] + billing_grace > now:
+            return None
+        rule, ended_at = "grace_ended", now
+    elif sub["status"] == "cancelled" or not sub["auto_renew"]:
+        rule, ended_at = "paid_ended", sub["expires_at"]
+    else:
+        return None  # active with auto-renew on: the renewal sweep charges it or moves it to grace
+    _end(conn, sub, ended_at=ended_at, event="expired", now=now)
+    return Expired(subscription_id, user_id, rule)
+
+
+def set_auto_renew(conn: Connection[Any], subscription_id: int, on: bool, *, now: datetime) -> str:
+    """Switch auto-renew: active → cancelled, grace → expired, cancelled → active (before expiry)."""
+    sub = _locked_subscription(conn, subscription_id)
+    status = sub["status"]
+    if sub["kind"] != "paid":
+        raise TransitionRefused(subscription_id, "a trial has no auto-renew")
+    if not on and status == "active":
+        conn.execute(SQL["set_status"], {"id": subscription_id, "status": "cancelled",
+                                         "auto_renew": False})
+        _event(conn, sub, "cancelled", now)
+        return "cancelled"
+    if not on and status == "grace":
+        _end(conn, sub, ended_at=now, event="expired", now=now)
+        return "expired"
+    if on and status == "cancelled" and now < sub["expires_at"]:
+        conn.execute(SQL["set_status"], {"id": subscription_id, "status": "active",
+                                         "auto_renew": True})
+        _event(conn, sub, "auto_renew_on", now)
+        return "active"
+    raise TransitionRefused(subscription_id, f"cannot switch auto-renew {'on' if on else 'off'} "
+                            f"from {status}")
+
+
+def revoke(conn: Connection[Any], subscription_id: int, *, now: datetime) -> None:
+    """An operator revokes a paid subscription: expired now, event ``revoked``."""
+    sub = _locked_subscription(conn, subscription_id)
+    if sub["kind"] != "paid" or sub["status"] not in ("active", "grace", "cancelled"):
+        raise TransitionRefused(subscription_id, f"cannot revoke a {sub['kind']} {sub['status']} "
+                                "subscription")
+    _end(conn, sub, ended_at=now, event="revoked", now=now)
+
+
+def add_family_member(conn: Connection[Any], owner_id: int, member_id: int, *, now: datetime) -> None:
+    lock_user(conn, member_id)
+    conn.execute(SQL["add_member"], {"owner_id": owner_id, "member_id": member_id, "now": now})
+    request_restore(conn, member_id)
+
+
+def remove_family_member(conn: Connection[Any], owner_id: int, member_id: int, *,
+                         now: datetime) -> None:
+    lock_user(conn, member_id)
+    if conn.execute(SQL["remove_member"], {"owner_id": owner_id, "member_id": member_id,
+                                           "now": now}).fetchone() is None:
+        raise NotFound(f"user {member_id} is not a current member of {owner_id}'s family")
+    request_tagging(conn, member_id, now=now, reason="family_removed")
+
+
+def grant_sponsorship(conn: Connection[Any], user_id: int, *, sponsor: str, now: datetime) -> int:
+    lock_user(conn, user_id)
+    row: Any = conn.execute(SQL["grant_sponsorship"], {"user_id": user_id, "sponsor": sponsor,
+                                                       "now": now}).fetchone()
+    request_restore(conn, user_id)
+    return int(row["id"])
+
+
+def revoke_sponsorship(conn: Connection[Any], sponsorship_id: int, user_id: int, *,
+                       now: datetime) -> None:
+    lock_user(conn, user_id)
+    if conn.execute(SQL["revoke_sponsorship"], {"id": sponsorship_id, "now": now}).fetchone() is None:
+        raise NotFound(f"no active sponsorship {sponsorship_id}")
+    request_tagging(conn, user_id, now=now, reason="sponsorship_revoked")
+
+
+def _subscription(conn: Connection[Any], subscription_id: int) -> dict[str, Any]:
+    row = conn.execute(SQL["subscription_for_update"], {"id": subscription_id}).fetchone()
+    if row is None:
+        raise NotFound(f"no subscription {subscription_id}")
+    return dict(row)
+
+
+def _locked_subscription(conn: Connection[Any], subscription_id: int) -> dict[str, Any]:
+    # The user lock comes first (SPEC §3's order), then the subscription row.
+    owner = conn.execute(SQL["subscription_owner"], {"id": subscription_id}).fetchone()
+    if owner is None:
+        raise NotFound(f"no subscription {subscription_id}")
+    lock_user(conn, owner["user_id"])
+    return _subscription(conn, subscription_id)
+
+
+def _event(conn: Connection[Any], sub: dict[str, Any], type_: str, now: datetime) -> None:
+    conn.execute(SQL["event"], {"subscription_id": sub["id"], "user_id": sub["user_id"],
+                                "type": type_, "now": now})
+
+
+def _end(conn: Connection[Any], sub: dict[str, Any], *, ended_at: datetime, event: str,
+         now: datetime) -> None:
+    """Move to ``expired`` and enqueue tagging for the user and, for a paid plan, each family member."""
+    conn.execute(SQL["expire"], {"id": sub["id"], "ended_at": ended_at})
+    _event(conn, sub, event, now)
+    request_tagging(conn, sub["user_id"], now=now, reason=f"subscription_{event}")
+    if sub["kind"] == "paid":
+        for member in conn.execute(SQL["current_members"], {"owner_id": sub["user_id"],
+                                                             "now": now}).fetchall():
+            request_tagging(conn, member["member_id"], now=now, reason="family_owner_lapsed")

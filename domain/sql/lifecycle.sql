@@ -1,0 +1,51 @@
+-- name: subscription_for_update
+select id, user_id, kind, status, started_at, expires_at, auto_renew
+from subscriptions where id = %(id)s for update
+
+-- name: due_expiries
+-- Current subscriptions whose §3a expiry is due at now, keyset by id.
+select s.id, s.user_id from subscriptions s
+where s.id > %(after)s
+  and s.status in ('active', 'cancelled', 'grace')
+  and s.expires_at <= %(now)s
+  and (s.kind = 'trial'
+       or s.status = 'cancelled'
+       or (s.status = 'active' and not s.auto_renew)
+       or (s.status = 'grace' and s.expires_at + %(grace)s <= %(now)s))
+order by s.id limit %(limit)s
+
+-- name: expire
+update subscriptions set status = 'expired', access_key = null, ended_at = %(ended_at)s
+where id = %(id)s
+
+-- name: set_status
+update subscriptions set status = %(status)s, auto_renew = %(auto_renew)s where id = %(id)s
+
+-- name: event
+insert into subscription_events (subscription_id, user_id, type, created_at)
+values (%(subscription_id)s, %(user_id)s, %(type)s, %(now)s)
+
+-- name: current_members
+select member_id from family_members
+where owner_id = %(owner_id)s and added_at <= %(now)s and (removed_at is null or removed_at > %(now)s)
+order by member_id
+
+-- name: add_member
+insert into family_members (owner_id, member_id, added_at) values (%(owner_id)s, %(member_id)s, %(now)s)
+
+-- name: remove_member
+update family_members set removed_at = %(now)s
+where owner_id = %(owner_id)s and member_id = %(member_id)s and removed_at is null
+returning member_id
+
+-- name: grant_sponsorship
+insert into sponsorships (user_id, sponsor, granted_at) values (%(user_id)s, %(sponsor)s, %(now)s)
+returning id
+
+-- name: revoke_sponsorship
+update sponsorships set revoked_at = %(now)s
+where id = %(id)s and revoked_at is null
+returning user_id
+
+-- name: subscription_owner
+select user_id from subscriptions where id = %(id)s

@@ -1,0 +1,37 @@
+"""Prometheus gauges of the leak figures (R8), for a textfile collector or a scrape.
+
+``lapse audit leaks --format prometheus`` prints them; ``sweep_retention``
+updates them in a worker process, where Dramatiq's Prometheus middleware
+exposes the default registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from domain.audits import LeakReport
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+LEAKED_RECORDINGS = Gauge("lapse_leaked_recordings", "has_audio recordings of users without retention",
+                          registry=REGISTRY)
+LEAKED_USERS = Gauge("lapse_leaked_users", "users without retention who still have audio",
+                     registry=REGISTRY)
+OLDEST_LEAK = Gauge("lapse_oldest_leak_age_seconds",
+                    "age of the oldest leak or unapplied tagging batch (0 when none)", registry=REGISTRY)
+UNAPPLIED = Gauge("lapse_unapplied_tagging_batches", "tagging batches not yet applied in S3",
+                  registry=REGISTRY)
+LEAKS_TOO_OLD = Gauge("lapse_leaks_past_alert_age", "1 when a leak is older than the alert age",
+                      registry=REGISTRY)
+
+
+def observe(report: LeakReport) -> None:
+    LEAKED_RECORDINGS.set(report.leaked_recordings)
+    LEAKED_USERS.set(len(report.leaked_users))
+    oldest = report.oldest_leak_age
+    OLDEST_LEAK.set(oldest.total_seconds() if oldest else 0)
+    UNAPPLIED.set(len(report.unapplied_batches))
+    LEAKS_TOO_OLD.set(1 if report.too_old else 0)
+
+
+def exposition() -> str:
+    return generate_latest(REGISTRY).decode()
