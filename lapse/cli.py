@@ -311,7 +311,8 @@ def cmd_embedded(args: argparse.Namespace, config: Settings) -> int:
 
         s3_stopped = local_s3.stop(config.home)
         print("stopped" if embedded.stop(config.home) else "not running")
-        print("local S3 server stopped" if s3_stopped else "local S3 server not running")
+        if s3_stopped:
+            print("local S3 server stopped")
     else:
         print(embedded.ensure_running(config.home))
     return EXIT_OK
