@@ -68,3 +68,31 @@ returns timestamptz language sql stable parallel safe as $$
         else (select max(until) from reach)
     end
 $$;
+
+-- retention_end also counts the access an expired subscription had until
+-- its ended_at, for its user and (a paid plan) for the owner's family
+-- members: an expired subscription no longer has an access window (access
+-- reads the current status), but retention did hold until it ended, and a
+-- leak's age is measured from there, not from the first recording.
+create or replace function retention_end(p_user bigint, p_at timestamptz, p_grace interval)
+returns timestamptz language sql stable parallel safe as $$
+    select case
+        when retention_holds(p_user, p_at, p_grace) then p_at
+        else coalesce(
+            greatest(
+                (select max(w.valid_until) from entitlement_windows(p_grace) w
+                 where w.user_id = p_user and w.valid_from < w.valid_until
+                   and w.valid_until <= p_at),
+                (select max(s.ended_at) from subscriptions s
+                 where s.user_id = p_user and s.status = 'expired' and s.ended_at > s.started_at
+                   and s.ended_at <= p_at),
+                (select max(least(coalesce(m.removed_at, 'infinity'), s.ended_at))
+                 from family_members m
+                 join subscriptions s on s.user_id = m.owner_id and s.kind = 'paid'
+                                     and s.status = 'expired'
+                 where m.member_id = p_user
+                   and greatest(m.added_at, s.started_at) < least(coalesce(m.removed_at, 'infinity'), s.ended_at)
+                   and least(coalesce(m.removed_at, 'infinity'), s.ended_at) <= p_at)),
+            (select min(r.created_at) from recordings r where r.user_id = p_user))
+    end
+$$;
