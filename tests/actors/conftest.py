@@ -24,3 +24,15 @@ def stub_worker(pool) -> Iterator[tuple[Any, Any]]:
 def dead_letters(pool) -> list[dict[str, Any]]:
     with pool.connection() as conn:
         return conn.execute("select * from dead_letters order by id").fetchall()
+
+
+@pytest.fixture
+def sim(pool, store) -> Iterator[Any]:
+    """A simulated clock at T0 driving the real sweeps and actors on this test's database and bucket."""
+    import actors
+    from tests.actors.retention_support import T0
+    from tests.support.simulation import Simulation
+
+    simulation = Simulation(pool, store, actors.broker, T0)
+    yield simulation
+    simulation.close()

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
-from tests.support.simulation import Simulation
-
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def sim(pool, store) -> Iterator[Simulation]:
-    import actors
-
-    simulation = Simulation(pool, store, actors.broker, T0)
-    yield simulation
-    simulation.close()
 
 
 def given(pool: Any, build: Callable[[Any], Any]) -> Any:

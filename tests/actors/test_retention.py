@@ -13,7 +13,7 @@ from lapse import clock
 from lapse import retention as flows
 from lapse.config import settings
 from tests.actors.conftest import dead_letters
-from tests.actors.retention_support import T0, batches, given, recordings, sim  # noqa: F401
+from tests.actors.retention_support import T0, batches, given, recordings
 from tests.conftest import eventually
 from tests.support import factories as make
 

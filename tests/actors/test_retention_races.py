@@ -15,7 +15,7 @@ import pytest
 from domain import entitlement, lifecycle
 from domain.retention import lock_user, request_restore
 from lapse.config import settings
-from tests.actors.retention_support import T0, given, recordings, sim  # noqa: F401
+from tests.actors.retention_support import T0, given, recordings
 from tests.support import factories as make
 
 DAY, HOUR, MINUTES_15 = timedelta(days=1), timedelta(hours=1), timedelta(minutes=15)

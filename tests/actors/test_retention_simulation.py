@@ -14,7 +14,8 @@ import random
 from collections import defaultdict
 from datetime import timedelta
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from domain import audits, lifecycle
 from lapse.config import settings as lapse_settings
