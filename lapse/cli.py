@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a synthetic population through simulated days")
     demo.add_argument("--users", type=_positive, default=60)
-    demo.add_argument("--days", type=_positive, default=1)
+    demo.add_argument("--days", type=_positive, default=3)
     demo.add_argument("--seed", type=int, default=7)
     return parser
 

@@ -1,10 +1,13 @@
-"""`lapse demo`: a synthetic population run through simulated days by the real sweeps.
+"""`lapse demo`: a synthetic population run through simulated days by the real sweeps and actors.
 
 The demo works in its own database (``<name>_demo`` on the configured server,
-recreated each run), so it never touches real data. For now it creates users
-with trials, paid plans, cancellations, families, sponsorships and
-recordings, runs every sweep once per simulated day (those not implemented
-yet say so), and ends with ``lapse audit invariants``.
+recreated each run) and its own bucket, so it never touches real data. It
+creates users with trials, paid plans, cancellations, families,
+sponsorships and recordings (audio uploaded to S3: LAPSE_S3_ENDPOINT_URL, or
+the local S3 server), then steps a simulated clock hour by hour: the sweeps
+run at their cadences, the messages they send run inline, and every day some
+users record new sessions through the R1 gate. It ends with the invariants,
+the leak audit and the S3 audit.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from urllib.parse import urlparse, urlunparse
 
 import psycopg
 
-from domain import invariants
-from lapse import clock, db, migrate, sweeps
+from domain import audits, invariants
+from lapse import clock, db, migrate, s3
 from lapse.config import Settings
+from lapse.simulation import Simulation
 from lapse.sql import queries
 
 SQL = queries(__file__, "demo")
@@ -81,33 +85,77 @@ def populate(conn: Any, *, users: int, seed: int, now: Any) -> dict[str, int]:
     return counts
 
 
+def _demo_store(config: Settings) -> s3.S3RecordingStore:
+    from lapse import local_s3
+
+    endpoint, session = config.s3_endpoint_url, None
+    if endpoint is None:
+        endpoint, session = local_s3.ensure_running(config.home), local_s3.session()
+    store = s3.S3RecordingStore(bucket=f"{config.s3_bucket}-demo", endpoint_url=endpoint,
+                                region=config.aws_region, concurrency=config.s3_concurrency,
+                                session=session)
+    store.ensure_bucket()
+    return store
+
+
 def run(config: Settings, *, users: int, days: int, seed: int) -> int:
+    import actors
+
     url = _demo_url(config)
     previous = db.install_pool(db.make_pool(url, config))
+    store = _demo_store(config)
+    previous_store = s3.install_store(store)
+    rng = random.Random(seed)
+    start = clock.now().replace(minute=0, second=0, microsecond=0)
     try:
-        start = clock.now()
         with db.pool().connection() as conn:
             print("migrate:", ", ".join(migrate.migrate(conn)))
             with conn.transaction():
                 counts = populate(conn, users=users, seed=seed, now=start)
-        print("population:", ", ".join(f"{k}={v}" for k, v in counts.items()))
-        for day in range(days):
-            at = start + timedelta(days=day)
-            clock.override(at, changes_state=True, allowed=True)
-            ran = [sweeps.run_sweep(db.pool(), name, now=at, budget_seconds=60) for name in sweeps.SWEEPS]
-            print(f"day {day + 1} ({at:%Y-%m-%d %H:%M} UTC): ran {len(ran)} sweeps "
-                  f"({sum(1 for s in sweeps.SWEEPS.values() if s.body is None)} not implemented yet)")
-        with db.pool().connection() as conn:
-            results = invariants.check_invariants(conn, now=clock.now(),
-                                                  billing_grace=config.billing_grace,
-                                                  alert_age=timedelta(hours=26))
-        for r in results:
-            print(f"  {'ok  ' if r.ok else 'FAIL'}  {r.name:32} {r.meaning}")
-        failed = [r for r in results if not r.ok]
-        print("all invariants hold" if not failed else f"{len(failed)} invariant(s) violated")
-        return 1 if failed else 0
+                keys: list[str] = [r["audio_key"] for r in conn.execute(SQL["stored_audio"])]  # type: ignore[call-overload]
+        store.put_all(keys, b"demo audio")
+        print("population:", ", ".join(f"{k}={v}" for k, v in counts.items()),
+              f"(audio uploaded: {len(keys)})")
+        simulation = Simulation(db.pool(), store, actors.broker, start)
+        try:
+            for day in range(days):
+                recorded = [simulation.record(rng.randint(1, users)) for _ in range(users // 5)]
+                simulation.advance(start + timedelta(days=day + 1), step=timedelta(hours=1))
+                print(f"day {day + 1}: {len(recorded)} new sessions "
+                      f"({sum(g.store_audio for g in recorded)} stored, the rest refused by the gate); "
+                      f"{len(simulation.runs)} sweep runs so far; "
+                      f"{len(simulation.delayed)} retries waiting")
+        finally:
+            simulation.close()
+        return _report(config, store, start + timedelta(days=days))
     finally:
-        clock.override(None, changes_state=False, allowed=True)
+        s3.install_store(previous_store)
         demo_pool = db.install_pool(previous)
         if demo_pool is not None:
             demo_pool.close()
+
+
+def _report(config: Settings, store: s3.S3RecordingStore, now: Any) -> int:
+    with db.pool().connection() as conn:
+        results = invariants.check_invariants(conn, now=now, billing_grace=config.billing_grace,
+                                              alert_age=config.leak_alert_age)
+        leaks = audits.leak_report(conn, now=now, since=now - timedelta(days=90),
+                                   max_age=config.leak_alert_age, billing_grace=config.billing_grace)
+        tagged: Any = conn.execute(SQL["summary"]).fetchone()
+        recordings = list(audits.recordings_to_check(conn, sample=None))
+        pending = audits.pending_keys(conn)
+    drift = audits.s3_drift(recordings, store, pending=pending)
+    for r in results:
+        print(f"  {'ok  ' if r.ok else 'FAIL'}  {r.name:32} {r.meaning}")
+    print(f"recordings: {tagged['kept']} kept, {tagged['tagged']} tagged for deletion, "
+          f"{tagged['purged']} purged, {tagged['refused']} refused by the gate")
+    oldest = leaks.oldest_leak_age
+    print(f"leak audit: {len(leaks.leaked_users)} leaked users, oldest leak "
+          f"{'none' if oldest is None else f'{oldest.total_seconds() / 3600:.1f} h'}, "
+          f"{len(leaks.unapplied_batches)} unapplied batches")
+    print(f"S3 audit: {drift.checked} recordings checked, "
+          f"{'S3 agrees with the database' if drift.ok else f'DRIFT {dict(drift.drift)}'}")
+    failed = [r for r in results if not r.ok]
+    ok = not failed and not leaks.too_old and drift.ok
+    print("all invariants hold, no leaks past the alert age" if ok else "PROBLEMS FOUND")
+    return 0 if ok else 1

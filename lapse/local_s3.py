@@ -15,8 +15,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from lapse.embedded import EmbeddedError, _free_port, _locked
+
+
+def session() -> Any:
+    """A boto3 session for the local server: it accepts any credentials, so none need be configured."""
+    import boto3
+
+    return boto3.session.Session(aws_access_key_id="lapse-local",
+                                 aws_secret_access_key="lapse-local")
 
 
 def _running_port(home: Path) -> int | None:

@@ -72,6 +72,13 @@ class S3RecordingStore:
     def put(self, key: str, body: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
 
+    def put_all(self, keys: Sequence[str], body: bytes) -> None:
+        """Store the same body under many keys, ``concurrency`` at a time (demo, benchmarks)."""
+        def put_one(key: str) -> bool:
+            self.put(key, body)
+            return True
+        self._each(keys, put_one)
+
     def tag(self, keys: Sequence[str]) -> Applied:
         return self._each(keys, self._tag_one)
 
@@ -195,12 +202,13 @@ def manifest_csv(bucket: str, keys: Sequence[str]) -> bytes:
     return out.getvalue().encode()
 
 
-def from_settings(config: Settings, endpoint_url: str | None = None) -> S3RecordingStore:
+def from_settings(config: Settings, endpoint_url: str | None = None,
+                  session: Any = None) -> S3RecordingStore:
     return S3RecordingStore(
         bucket=config.s3_bucket, endpoint_url=endpoint_url or config.s3_endpoint_url,
         region=config.aws_region, concurrency=config.s3_concurrency,
         batch_threshold=config.s3_batch_threshold, batch_role_arn=config.s3_batch_role_arn,
-        account_id=config.s3_account_id)
+        account_id=config.s3_account_id, session=session)
 
 
 _store: RecordingStore | None = None
@@ -213,14 +221,14 @@ def store() -> RecordingStore:
     with _lock:
         if _store is None:
             config = settings()
-            endpoint = config.s3_endpoint_url
-            if endpoint is None and config.embedded:
+            if config.s3_endpoint_url is None and config.embedded:
                 from lapse import local_s3
 
-                endpoint = local_s3.ensure_running(config.home)
-            adapter = from_settings(config, endpoint)
-            if endpoint is not None and config.s3_endpoint_url is None:
+                adapter = from_settings(config, local_s3.ensure_running(config.home),
+                                        session=local_s3.session())
                 adapter.ensure_bucket()
+            else:
+                adapter = from_settings(config)
             _store = adapter
         return _store
 

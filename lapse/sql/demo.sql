@@ -20,4 +20,15 @@ insert into sponsorships (user_id, sponsor, granted_at) values (%(user_id)s, 'de
 
 -- name: recording
 insert into recordings (user_id, kind, has_audio, audio_key, created_at)
-values (%(user_id)s, 'recite', retention_holds(%(user_id)s, %(created)s, interval '72 hours'), %(key)s, %(created)s)
+select %(user_id)s, 'recite', kept, case when kept then %(key)s end, %(created)s
+from (select retention_holds(%(user_id)s, %(created)s, interval '72 hours') as kept) gate
+
+-- name: stored_audio
+select audio_key from recordings where has_audio
+
+-- name: summary
+select count(*) filter (where has_audio) as kept,
+       count(*) filter (where deletion_tagged_at is not null and audio_purged_at is null) as tagged,
+       count(*) filter (where audio_purged_at is not null) as purged,
+       count(*) filter (where audio_key is null) as refused
+from recordings

@@ -30,8 +30,8 @@ def dead_letters(pool) -> list[dict[str, Any]]:
 def sim(pool, store) -> Iterator[Any]:
     """A simulated clock at T0 driving the real sweeps and actors on this test's database and bucket."""
     import actors
+    from lapse.simulation import Simulation
     from tests.actors.retention_support import T0
-    from tests.support.simulation import Simulation
 
     simulation = Simulation(pool, store, actors.broker, T0)
     yield simulation

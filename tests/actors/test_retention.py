@@ -177,7 +177,7 @@ def test_a_flapping_user_reaches_the_dead_letter_archive_and_is_never_tagged_whi
     assert recordings(pool, user)[0]["has_audio"]  # never tagged while entitled
 
     # the reconciliation still tags them once they stay lapsed
-    from tests.support.simulation import Simulation
+    from lapse.simulation import Simulation
 
     last_end = start + 24 * cycle + 20 * HOUR
     simulation = Simulation(pool, store, actors.broker, last_end + 2 * HOUR)

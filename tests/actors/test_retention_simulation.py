@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from domain import audits, lifecycle
 from lapse.config import settings as lapse_settings
+from lapse.simulation import Simulation
 from tests.actors.retention_support import T0
 from tests.actors.test_retention_races import subscribe
 from tests.support import factories as make
-from tests.support.simulation import Simulation
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 DAYS, USERS = 30, 200

@@ -1,5 +1,7 @@
 """A simulated clock driving the real sweeps and actors: sweeps at their cadences, retries at their delays.
 
+Used by ``lapse demo`` and by the tests' simulations; never by a worker.
+
 Messages sent after commit run inline (``lapse.inline``) as of the simulated
 time; a ``dramatiq.Retry`` or a failure is scheduled at ``now + delay`` and
 redelivered when the clock reaches it, counting retries against the actor's
@@ -121,9 +123,3 @@ def _crossed(after: datetime, until: datetime, *, minute: int, hour: int | None 
     if slot <= after:
         slot += timedelta(days=1) if hour is not None else HOUR
     return slot <= until
-
-
-def tagged_at(pool: Any, user_id: int) -> list[Any]:
-    with pool.connection() as conn:
-        return [r["deletion_tagged_at"] for r in conn.execute(
-            "select deletion_tagged_at from recordings where user_id = %s order by id", (user_id,))]
