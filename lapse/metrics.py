@@ -1,8 +1,9 @@
 """Prometheus gauges of the leak figures (R8), for a textfile collector or a scrape.
 
-``lapse audit leaks --format prometheus`` prints them; ``sweep_retention``
-updates them in a worker process, where Dramatiq's Prometheus middleware
-exposes the default registry.
+``lapse audit leaks --format prometheus`` prints them in the text exposition
+format, for node_exporter's textfile collector: run it from cron (hourly is
+enough; the figures move with the hourly and daily sweeps) into the
+collector's folder. They live in their own registry, not in a worker's.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.entitlement import has_access, has_retention, retention_end, windows
+from domain.retention import state as retention_state
 from tests.domain import spec_entitlement as spec
 from tests.support import factories as make
+from tests.support.factories import SECOND
 
 GRACE = timedelta(days=3)
 T = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -247,3 +249,9 @@ def test_sql_agrees_with_a_plain_reading_of_the_spec(conn, world, data):
         for u, db_id in ids.items():
             assert access(conn, db_id, at) == spec.access(world, u, at, GRACE), (u, at)
             assert retention(conn, db_id, at) == spec.retention(world, u, at, GRACE), (u, at)
+            # retention_until: the first moment after ``at`` where retention stops holding
+            state = retention_state(conn, db_id, now=at, billing_grace=GRACE)
+            if state.holds and state.holds_until is not None:
+                assert retention(conn, db_id, state.holds_until - SECOND)
+                assert not retention(conn, db_id, state.holds_until)
+                assert not spec.retention(world, u, state.holds_until, GRACE)
