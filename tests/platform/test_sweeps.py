@@ -62,3 +62,35 @@ def test_cadences_follow_the_spec():
     assert cron["purge"] == "0 3 * * *" and cron["auto_renewals"] == "*/10 * * * *"
     assert cron["trial_notifications"] == "*/5 * * * *" and cron["reconcile"] == "*/10 * * * *"
     assert {cron[n] for n in ("fast_expiry", "activations", "crypto_payments")} == {"* * * * *"}
+
+
+def test_a_sweep_out_of_budget_records_a_continued_run_and_resends_itself_with_its_cursor(
+        pool, sent):
+    from tests.support import factories as make
+
+    with pool.connection() as conn:
+        users = [make.user(conn) for _ in range(2)]
+        for user in users:
+            make.recording(conn, user, created_at=T - timedelta(days=3))
+        conn.commit()
+    counts = sweeps.run_sweep(pool, "retention", now=T, budget_seconds=0)
+    assert counts["tag"] == 2
+    [tagging_1, tagging_2, again] = sent
+    assert {tagging_1.args, tagging_2.args} == {(users[0],), (users[1],)}
+    assert again.actor_name == "sweep_retention"
+    assert again.kwargs == {"cursor": {"phase": "tag", "after": users[1]}}
+    rest = sweeps.run_sweep(pool, "retention", now=T, budget_seconds=60, cursor=again.kwargs["cursor"])
+    assert rest["tag"] == 0 and len(sent) == 3  # carried on from the cursor, nothing twice
+    with pool.connection() as conn:
+        statuses = [r["status"] for r in conn.execute("select status from sweep_runs order by id")]
+    assert statuses == ["continued", "completed"]
+
+
+def test_the_rate_limit_sleeps_to_keep_to_its_rate(monkeypatch):
+    from lapse import retention_sweeps
+
+    slept = []
+    monkeypatch.setattr(retention_sweeps.time, "sleep", slept.append)
+    limiter = retention_sweeps.RateLimiter(per_second=100)
+    limiter.acted(500)
+    assert len(slept) == 1 and 4.5 < slept[0] <= 5.0
