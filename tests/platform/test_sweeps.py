@@ -11,6 +11,7 @@ from lapse import sweeps
 from lapse.after_commit import transaction
 
 T = datetime(2026, 11, 24, 1, 30, 17, tzinfo=UTC)
+DAY, HOUR = timedelta(days=1), timedelta(hours=1)
 
 
 def test_a_tick_is_claimed_once_per_sweep_and_minute(pool, sent):
@@ -94,3 +95,26 @@ def test_the_rate_limit_sleeps_to_keep_to_its_rate(monkeypatch):
     limiter = retention_sweeps.RateLimiter(per_second=100)
     limiter.acted(500)
     assert len(slept) == 1 and 4.5 < slept[0] <= 5.0
+
+
+def test_sweep_lapses_keeps_a_watermark_and_rereads_a_15_minute_overlap(pool, sent):
+    from tests.support import factories as make
+
+    noon = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    sweeps.run_sweep(pool, "lapses", now=noon, budget_seconds=60)
+    with pool.connection() as conn:
+        late, too_late, ended_later = make.user(conn), make.user(conn), make.user(conn)
+        # revocations that committed after the noon run, stamped before it
+        make.sponsorship(conn, late, granted_at=noon - DAY, revoked_at=noon - timedelta(minutes=10))
+        make.sponsorship(conn, too_late, granted_at=noon - DAY,
+                         revoked_at=noon - timedelta(minutes=20))
+        make.sponsorship(conn, ended_later, granted_at=noon - DAY,
+                         revoked_at=noon + timedelta(minutes=30))
+        conn.commit()
+    counts = sweeps.run_sweep(pool, "lapses", now=noon + HOUR, budget_seconds=60)
+    assert counts == {"candidates": 2, "requested": 2, "already_open": 0}
+    assert sorted(m.args for m in sent) == [(late,), (ended_later,)]
+    # outside the overlap: left to the daily reconciliation, which trusts no watermark
+    with pool.connection() as conn:
+        assert conn.execute("select watermark from sweep_state where sweep = 'lapses'"
+                            ).fetchone()["watermark"] == noon + HOUR
