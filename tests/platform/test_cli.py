@@ -130,3 +130,16 @@ def test_explain_shows_sources_and_refuses_unknown_users(pool, database):
 def test_non_positive_ids_are_refused(args, database):
     result = lapse(*args, env={"DATABASE_URL": database})
     assert result.returncode == 2 and "positive integer" in result.stderr
+
+
+def test_the_demo_runs_the_real_sweeps_and_ends_clean(database, s3_server):
+    from tests.conftest import drop_database
+
+    env = {"DATABASE_URL": database, "LAPSE_S3_ENDPOINT_URL": s3_server.url}
+    try:
+        result = lapse("demo", "--users", "30", "--days", "2", env=env, timeout=300)
+    finally:
+        drop_database(database.rsplit("/", 1)[1] + "_demo")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tagged for deletion" in result.stdout and "S3 agrees with the database" in result.stdout
+    assert "all invariants hold, no leaks past the alert age" in result.stdout
