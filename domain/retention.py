@@ -70,6 +70,11 @@ def state(conn: Connection[Any], user_id: int, *, now: datetime,
     return RetentionState(bool(row["holds"]), row["holds_until"], row["ended_at"])
 
 
+def recording_counts(conn: Connection[Any], user_id: int) -> dict[str, int]:
+    """How many of the user's recordings keep audio, and how many are tagged for deletion."""
+    return dict(_one(conn, "recording_counts", {"user_id": user_id}))
+
+
 def record_session(conn: Connection[Any], user_id: int, *, audio_key: str, now: datetime,
                    billing_grace: timedelta, kind: str = "recite") -> Gate:
     """R1: create a recording; keep its audio only when retention holds now.

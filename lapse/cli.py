@@ -228,6 +228,8 @@ def _invariants(args: argparse.Namespace, config: Settings) -> int:
 
 def cmd_explain(args: argparse.Namespace, config: Settings) -> int:
     from domain import entitlement
+    from domain.retention import recording_counts
+    from domain.retention import state as retention_state
 
     clock.override(args.now, changes_state=False, allowed=True)
     at, grace = clock.now(), config.billing_grace
@@ -237,6 +239,8 @@ def cmd_explain(args: argparse.Namespace, config: Settings) -> int:
         found = entitlement.windows(conn, args.user_id, billing_grace=grace)
         access = entitlement.has_access(conn, args.user_id, now=at, billing_grace=grace)
         retention = entitlement.has_retention(conn, args.user_id, now=at, billing_grace=grace)
+        kept = recording_counts(conn, args.user_id)
+        state = retention_state(conn, args.user_id, now=at, billing_grace=grace)
     print(f"user {args.user_id} as of {at.isoformat()}")
     print(f"  access:    {'yes' if access else 'no'}")
     print(f"  retention: {'yes' if retention else 'no'}")
@@ -251,7 +255,25 @@ def cmd_explain(args: argparse.Namespace, config: Settings) -> int:
                        if t is not None and t > at})
     if upcoming:
         print(f"  next change of a source: {upcoming[0].isoformat()}")
+    print(f"  recordings: {kept['audio']} with audio, {kept['tagged']} tagged for deletion")
+    print("  next: " + _next_retention_step(state, kept, at, config))
     return EXIT_OK
+
+
+def _next_retention_step(state: Any, kept: Any, at: datetime, config: Settings) -> str:
+    if state.holds and state.holds_until is None:
+        return "retention never ends on its current sources; nothing to do" + (
+            "; tagged recordings are restored by restore_recordings" if kept["tagged"] else "")
+    if state.holds:
+        return (f"retention ends at {state.holds_until.isoformat()}; then tag_recordings "
+                "(sweep_lapses within the hour, or a retry waiting for that end)")
+    if kept["audio"]:
+        settled = state.ended_at + config.settle if state.ended_at else at
+        return (f"retention ended at {_when(state.ended_at, 'never held')}; the recordings with "
+                f"audio are tagged by tag_recordings, at the latest by sweep_retention after "
+                f"{max(settled, at).isoformat()}")
+    return "no retention and no audio kept; tagged objects are purged by sweep_purge " \
+        f"{config.purge_after.days} days after tagging"
 
 
 def _when(at: datetime | None, open_end: str) -> str:

@@ -75,3 +75,8 @@ update tagging_batches set s3_job_id = %(job_id)s where id = %(id)s and s3_job_i
 
 -- name: clear_job
 update tagging_batches set s3_job_id = null where id = %(id)s
+
+-- name: recording_counts
+select count(*) filter (where has_audio) as audio,
+       count(*) filter (where deletion_tagged_at is not null and audio_purged_at is null) as tagged
+from recordings where user_id = %(user_id)s

@@ -123,6 +123,9 @@ def test_explain_shows_sources_and_refuses_unknown_users(pool, database):
     assert shown.returncode == 0, shown.stderr
     assert "retention: yes" in shown.stdout and "access:    no" in shown.stdout
     assert "sponsorship" in shown.stdout and "next change of a source: 2026-02-01" in shown.stdout
+    assert "next: retention ends at 2026-02-01T00:00:00+00:00; then tag_recordings" in shown.stdout
+    after = lapse("explain", "5", "--now", "2026-03-01T00:00:00Z", env=env).stdout
+    assert "recordings: 0 with audio" in after and "no retention and no audio kept" in after
     assert "no user with id 99" in one_error_line(lapse("explain", "99", env=env))
 
 
