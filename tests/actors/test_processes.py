@@ -71,14 +71,18 @@ def _spawn(args: list[str], env: dict[str, str], log: str) -> subprocess.Popen[b
                             start_new_session=True)
 
 
-def _start(broker: str, tmp: str) -> Stack:
+PROCESS_BUCKET = "lapse-process-tests"
+
+
+def _start(broker: str, tmp: str, s3_url: str) -> Stack:
     name = f"lapse_test_proc_{broker}_{uuid.uuid4().hex[:6]}"
     url = create_database(name)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("create table probe_runs (token text, retries int)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update({"DATABASE_URL": url, "LAPSE_BROKER": broker, "TZ": "UTC", "PYTHONPATH": str(ROOT),
-                "LAPSE_LOG_LEVEL": "INFO"})
+                "LAPSE_LOG_LEVEL": "INFO", "LAPSE_S3_ENDPOINT_URL": s3_url,
+                "LAPSE_S3_BUCKET": PROCESS_BUCKET})
     if broker == "redis":
         env["REDIS_URL"] = REDIS_URL
     stack = Stack(broker, name, url, env)
@@ -106,14 +110,18 @@ def _stop(stack: Stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def stacks(tmp_path_factory) -> Iterator[dict[str, Stack]]:
+def stacks(tmp_path_factory, s3_server) -> Iterator[dict[str, Stack]]:
+    from lapse.s3 import S3RecordingStore
+
+    S3RecordingStore(bucket=PROCESS_BUCKET, endpoint_url=s3_server.url,
+                     region="us-east-1").ensure_bucket()
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).flushdb()
         brokers = BROKERS
     except redis.RedisError:
         brokers = ["postgres"]
     tmp = str(tmp_path_factory.mktemp("processes"))
-    started = {broker: _start(broker, tmp) for broker in brokers}
+    started = {broker: _start(broker, tmp, s3_server.url) for broker in brokers}
     yield started
     for stack in started.values():
         _stop(stack)
@@ -202,3 +210,25 @@ def test_two_schedulers_run_each_sweep_once_per_minute_across_two_ticks(stack):
     assert sum(t["duplicates"] for t in ticks) >= 1, "the second scheduler's ticks never arrived"
     every_minute = {r["tick_minute"] for r in minutes_done()}
     assert every_minute == {t["minute"] for t in ticks}
+
+
+def test_a_real_worker_tags_a_lapsed_users_recordings_in_s3(stack, s3_server):
+    from lapse.s3 import S3RecordingStore
+
+    store = S3RecordingStore(bucket=PROCESS_BUCKET, endpoint_url=s3_server.url, region="us-east-1")
+    key = f"audio/{uuid.uuid4()}"
+    store.put(key, b"audio")
+    [user] = stack.query("insert into users (created_at) values (now() - interval '9 days') "
+                         "returning id")
+    stack.query("insert into subscriptions (user_id, kind, status, started_at, expires_at, ended_at) "
+                "values (%s, 'trial', 'expired', now() - interval '5 days', "
+                "now() - interval '2 days', now() - interval '2 days')", user["id"])
+    stack.query("insert into recordings (user_id, has_audio, audio_key, created_at) "
+                "values (%s, true, %s, now() - interval '4 days')", user["id"], key)
+    stack.enqueue("tag_recordings", user["id"], queue="retention")
+    eventually(lambda: stack.query("select 1 from tagging_batches where user_id = %s and "
+                                   "state = 'applied'", user["id"]),
+               timeout=30, what=f"the tagging batch applied by the {stack.broker} worker")
+    assert store.inspect(key).tagged
+    [row] = stack.query("select has_audio from recordings where audio_key = %s", key)
+    assert row["has_audio"] is False
