@@ -10,14 +10,17 @@ helpers.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import Connection
 
+from domain import ledger
 from domain.errors import PermanentError
 from domain.retention import lock_user, request_restore, request_tagging
+from lapse.after_commit import send_after_commit
 from lapse.sql import queries
 
 SQL = queries(__file__, "lifecycle")
@@ -71,6 +74,51 @@ def expire_if_due(conn: Connection[Any], subscription_id: int, user_id: int, *, 
     return Expired(subscription_id, user_id, rule)
 
 
+@dataclass(frozen=True)
+class Granted:
+    """What a plan purchase did to the user's subscriptions (§3a)."""
+
+    subscription_id: int
+    transition: str  # new_pending, converted_trial, extended
+
+
+def apply_plan(conn: Connection[Any], user_id: int, plan_code: str, *, now: datetime) -> Granted:
+    """§3a's plan purchase, under the user lock: extend, convert a trial, or a new paid row.
+
+    A new key only when the user has none: a converted trial's key moves to
+    the paid row. A new ``pending`` row is activated by
+    ``activate_subscription`` after commit. Every grant sends
+    ``restore_recordings`` (R5).
+    """
+    lock_user(conn, user_id)
+    plan: Any = conn.execute(SQL["plan"], {"code": plan_code}).fetchone()
+    if plan is None:
+        raise NotFound(f"no plan {plan_code!r}")
+    period = timedelta(days=int(plan["period_days"]))
+    current: Any = conn.execute(SQL["current_for_update"], {"user_id": user_id}).fetchone()
+    if current is not None and current["kind"] == "paid":
+        status = conn.execute(SQL["extend"], {"id": current["id"], "period": period}).fetchone()
+        _event(conn, current, "extended", now)
+        request_restore(conn, user_id)
+        assert status is not None
+        return Granted(int(current["id"]), "extended")
+    key, status, transition = uuid.uuid4(), "pending", "new_pending"
+    if current is not None:  # a trial: it ends now and its key moves to the paid row
+        conn.execute(SQL["convert_trial"], {"id": current["id"], "now": now})
+        _event(conn, current, "converted", now)
+        key, transition = current["access_key"] or key, "converted_trial"
+        status = "active" if current["status"] == "active" else "pending"
+    row: Any = conn.execute(SQL["new_paid"], {"user_id": user_id, "status": status,
+                                              "plan": plan_code, "now": now,
+                                              "expires_at": now + period, "key": key}).fetchone()
+    sub = {"id": row["id"], "user_id": user_id}
+    _event(conn, sub, "purchased", now)
+    if status == "pending":
+        send_after_commit(conn, "activate_subscription", int(row["id"]))
+    request_restore(conn, user_id)
+    return Granted(int(row["id"]), transition)
+
+
 def set_auto_renew(conn: Connection[Any], subscription_id: int, on: bool, *, now: datetime) -> str:
     """Switch auto-renew: active → cancelled, grace → expired, cancelled → active (before expiry)."""
     sub = _locked_subscription(conn, subscription_id)
@@ -101,6 +149,24 @@ def revoke(conn: Connection[Any], subscription_id: int, *, now: datetime) -> Non
         raise TransitionRefused(subscription_id, f"cannot revoke a {sub['kind']} {sub['status']} "
                                 "subscription")
     _end(conn, sub, ended_at=now, event="revoked", now=now)
+
+
+def refund(conn: Connection[Any], subscription_id: int, *, now: datetime) -> int:
+    """§3a's refund: expired now (event ``refunded``), what was paid for it credited back; returns the credit.
+
+    The ledger reversal credits the sum of the subscription's purchase and
+    renewal payments to the balance, once (reference ``subscription:<id>``).
+    """
+    sub = _locked_subscription(conn, subscription_id)
+    if sub["kind"] != "paid" or sub["status"] not in ("active", "grace", "cancelled"):
+        raise TransitionRefused(subscription_id, f"cannot refund a {sub['kind']} {sub['status']} "
+                                "subscription")
+    paid: Any = conn.execute(SQL["paid_for"], {"id": subscription_id}).fetchone()
+    _end(conn, sub, ended_at=now, event="refunded", now=now)
+    if paid["paid"] > 0:
+        ledger.post(conn, sub["user_id"], int(paid["paid"]), reason="refund",
+                    ref=f"subscription:{subscription_id}", now=now)
+    return int(paid["paid"])
 
 
 def add_family_member(conn: Connection[Any], owner_id: int, member_id: int, *, now: datetime) -> None:

@@ -124,6 +124,14 @@ def _parser() -> argparse.ArgumentParser:
         sub = dlq.add_parser(verb, help=text)
         sub.add_argument("ids", type=_positive, nargs="+", metavar="ID")
 
+    refund = commands.add_parser(
+        "refund", help="refund a paid subscription (§3a): expired now, payments credited back",
+        description="Ends the subscription now (event refunded), credits the sum of its purchase "
+                    "and renewal payments to the user's balance once, and tags the recordings "
+                    "when retention ends.")
+    refund.add_argument("subscription_id", type=_positive)
+    refund.add_argument("--reason", default="operator", help="why (logged), e.g. 'chargeback'")
+
     embedded = commands.add_parser("embedded", help="the embedded PostgreSQL").add_subparsers(
         dest="embedded_command", required=True)
     embedded.add_parser("url", help="start it if needed and print its URL")
@@ -153,6 +161,7 @@ def _require_broker(config: Settings) -> Any:
             redis.Redis.from_url(config.redis_url or "", socket_connect_timeout=3).ping()
         except redis.RedisError as error:
             raise BadInput(f"Redis at REDIS_URL is unreachable: {error}") from None
+    import actors  # noqa: F401  (registers every actor a command may send to)
     from lapse.brokers import broker
 
     return broker
@@ -325,6 +334,20 @@ def cmd_dlq(args: argparse.Namespace, config: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_refund(args: argparse.Namespace, config: Settings) -> int:
+    from domain import lifecycle
+    from lapse.after_commit import transaction
+
+    _require_broker(config)
+    with _pool().connection() as conn, transaction(conn):
+        credited = lifecycle.refund(conn, args.subscription_id, now=clock.now())
+    logging.getLogger("lapse.refund").info("refunded subscription %s (%s): credited %s",
+                                           args.subscription_id, args.reason, credited)
+    print(f"refunded subscription {args.subscription_id} ({args.reason}): {credited} credited "
+          "to the balance")
+    return EXIT_OK
+
+
 def cmd_embedded(args: argparse.Namespace, config: Settings) -> int:
     from lapse import embedded
 
@@ -348,7 +371,7 @@ def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "db": cmd_db, "sweep": cmd_sweep, "audit": cmd_audit, "explain": cmd_explain,
-    "dlq": cmd_dlq, "embedded": cmd_embedded, "demo": cmd_demo,
+    "dlq": cmd_dlq, "embedded": cmd_embedded, "demo": cmd_demo, "refund": cmd_refund,
 }
 
 

@@ -49,3 +49,33 @@ returning user_id
 
 -- name: subscription_owner
 select user_id from subscriptions where id = %(id)s
+
+-- name: current_for_update
+select id, user_id, kind, status, started_at, expires_at, access_key
+from subscriptions
+where user_id = %(user_id)s and status in ('pending', 'active', 'grace', 'cancelled')
+for update
+
+-- name: plan
+select code, period_days, price, currency from plans where code = %(code)s
+
+-- name: convert_trial
+update subscriptions set status = 'expired', ended_at = %(now)s, access_key = null
+where id = %(id)s
+
+-- name: new_paid
+insert into subscriptions (user_id, kind, status, plan_code, started_at, expires_at, auto_renew,
+                           access_key)
+values (%(user_id)s, 'paid', %(status)s, %(plan)s, %(now)s, %(expires_at)s, true, %(key)s)
+returning id
+
+-- name: extend
+update subscriptions
+set expires_at = expires_at + %(period)s,
+    status = case when status = 'grace' then 'active' else status end
+where id = %(id)s
+returning status
+
+-- name: paid_for
+select coalesce(sum(amount), 0) as paid from payments
+where subscription_id = %(id)s and kind in ('purchase', 'renewal')

@@ -72,3 +72,31 @@ def recording(conn: Connection[Any], user_id: int, *, has_audio: bool = True,
 
 
 SECOND = timedelta(seconds=1)
+
+
+def purchase(conn: Connection[Any], user_id: int, *, kind: str = "plan", amount: int = 500,
+             currency: str = "USD", provider: str = "telegram", promo_code: str | None = None,
+             plan_code: str | None = "month", invoice: str | None = None,
+             status: str = "pending") -> int:
+    if kind == "plan":
+        plan(conn, plan_code or "month")
+    return _insert_returning_id(
+        conn, "insert into purchases (user_id, kind, plan_code, amount, currency, promo_code, "
+        "provider, provider_invoice_id, status) values (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "returning id",
+        (user_id, kind, plan_code if kind == "plan" else None, amount, currency, promo_code,
+         provider, invoice, status))
+
+
+def promo(conn: Connection[Any], code: str = "HALF", *, max_uses: int = 10, used: int = 0) -> str:
+    conn.execute("insert into promo_codes (code, discount_percent, max_uses, used_count) "
+                 "values (%s, 50, %s, %s)", (code, max_uses, used))
+    return code
+
+
+def credit(conn: Connection[Any], user_id: int, amount: int, ref: str = "seed") -> None:
+    """A starting balance, through the ledger like every balance change."""
+    from domain import ledger
+
+    ledger.post(conn, user_id, amount, reason="seed", ref=ref,
+                now=datetime(2026, 1, 1).astimezone())

@@ -1,0 +1,42 @@
+-- name: purchase
+select id, user_id, kind, plan_code, amount, currency, promo_code, provider,
+       provider_invoice_id, status
+from purchases where id = %(id)s
+
+-- name: purchase_for_update
+select id, user_id, kind, plan_code, amount, currency, promo_code, provider,
+       provider_invoice_id, status
+from purchases where id = %(id)s for update
+
+-- name: payment_by_provider_id
+select id, purchase_id, subscription_id, kind, amount from payments
+where provider = %(provider)s and provider_payment_id = %(provider_payment_id)s
+
+-- name: consume_promo
+update promo_codes set used_count = used_count + 1
+where code = %(code)s and used_count < max_uses
+returning used_count
+
+-- name: set_status
+update purchases set status = %(status)s,
+    paid_at = case when %(status)s = 'paid' then %(now)s else paid_at end
+where id = %(id)s
+
+-- name: insert_payment
+insert into payments (user_id, purchase_id, subscription_id, provider, provider_payment_id,
+                      amount, currency, kind, created_at)
+values (%(user_id)s, %(purchase_id)s, %(subscription_id)s, %(provider)s,
+        %(provider_payment_id)s, %(amount)s, %(currency)s, %(kind)s, %(now)s)
+returning id
+
+-- name: referrer_if_first_plan
+select u.referred_by from users u
+where u.id = %(user_id)s and u.referred_by is not null
+  and not exists (select 1 from purchases p
+                  where p.user_id = u.id and p.kind = 'plan' and p.status = 'paid'
+                    and p.id <> %(purchase_id)s)
+
+-- name: notify
+insert into notifications (user_id, kind, idempotency_key, payload, created_at)
+values (%(user_id)s, %(kind)s, %(key)s, %(payload)s, %(now)s)
+on conflict (idempotency_key) do nothing

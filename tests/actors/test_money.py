@@ -1,0 +1,53 @@
+"""The finalize_purchase actor with the stub broker: a payment lands once; an unknown purchase is archived at once."""
+
+from __future__ import annotations
+
+from tests.actors.conftest import dead_letters
+from tests.conftest import eventually
+from tests.support import factories as make
+from tests.support.cli import lapse
+
+
+def test_a_telegram_top_up_message_credits_once_and_an_unknown_purchase_is_archived(
+        stub_worker, pool):
+    import actors
+
+    broker, _ = stub_worker
+    with pool.connection() as conn:
+        user = make.user(conn)
+        purchase = make.purchase(conn, user, kind="topup", amount=300)
+        conn.commit()
+    for _ in range(2):
+        actors.money.finalize_purchase.send(purchase, "telegram", "tg-actor", 300, "USD")
+    actors.money.finalize_purchase.send(999_001, "telegram", "tg-lost", 300, "USD")
+    actors.money.finalize_purchase.send(purchase, "telegram", "tg-bad", 300, "usd")
+    broker.join("payments", fail_fast=False)
+    with pool.connection() as conn:
+        assert conn.execute("select balance from users where id = %s", (user,)).fetchone()[
+            "balance"] == 300
+    dead = eventually(lambda: len(rows := dead_letters(pool)) == 2 and rows, timeout=10,
+                      what="two dead letters")
+    assert sorted(r["reason"] for r in dead) == ["invalid_arguments", "permanent_error"]
+    assert any("no purchase with id 999001" in (r["exception"] or "") for r in dead)
+
+
+def test_lapse_refund_from_the_command_line(pool, database):
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    with pool.connection() as conn:
+        user = make.user(conn)
+        sub = make.subscription(conn, user, started_at=now - timedelta(days=1),
+                                expires_at=now + timedelta(days=29))
+        conn.execute("insert into payments (user_id, subscription_id, provider, provider_payment_id,"
+                     " amount, currency, kind) values (%s, %s, 'telegram', 'tg-r', 500, 'USD', "
+                     "'purchase')", (user, sub))
+        conn.commit()
+    env = {"DATABASE_URL": database}
+    done = lapse("refund", str(sub), "--reason", "chargeback", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "refunded subscription" in done.stdout and "500 credited" in done.stdout
+    again = lapse("refund", str(sub), env=env)
+    assert again.returncode == 2 and "cannot refund a paid expired" in again.stderr
+    missing = lapse("refund", "999999", env=env)
+    assert missing.returncode == 2 and "no subscription 999999" in missing.stderr
