@@ -21,8 +21,8 @@ lint: $(STAMP)
 	$(BIN)/mypy domain actors lapse
 
 # Money code is fed real rows for every branch: 100% branch coverage, enforced.
-COVERED := --cov=domain.purchases --cov=domain.ledger
-MONEY_TESTS := tests/domain/test_purchases.py tests/domain/test_ledger.py
+COVERED := --cov=domain.purchases --cov=domain.ledger --cov=domain.renewals
+MONEY_TESTS := tests/domain/test_purchases.py tests/domain/test_ledger.py tests/domain/test_renewals.py
 
 test: lint
 	$(BIN)/pytest

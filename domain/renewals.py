@@ -1,0 +1,86 @@
+"""Auto-renewal (M3): due subscriptions claimed in batches with FOR UPDATE SKIP LOCKED, each renewed in its own savepoint.
+
+A subscription is due when it is paid, has auto-renew, is ``active`` or
+``grace``, ends within the renewal window (or has ended), and has no renewal
+payment for its current period start. Renewing debits the plan's price,
+extends ``expires_at`` by the period from the old end, records the payment
+(unique per subscription and period start), sets ``last_auto_renewal_at``
+and queues a "renewed" notification, all in one savepoint; the key is kept.
+A balance that cannot pay moves an ended ``active`` subscription to
+``grace`` with one notice per period; it is tried again every sweep until
+the billing grace ends (then fast expiry ends it).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import Connection
+from psycopg.types.json import Jsonb
+
+from domain import ledger
+from lapse.sql import queries
+
+SQL = queries(__file__, "renewals")
+
+
+@dataclass(frozen=True)
+class Batch:
+    counts: Counter[str]
+    last_id: int | None  # keyset cursor: the last claimed id, None when nothing was due
+
+
+def renew_due_batch(conn: Connection[Any], *, now: datetime, window: timedelta, after: int = 0,
+                    limit: int = 100) -> Batch:
+    """Claim one batch of due subscriptions (skipping rows others hold) and renew each in a savepoint."""
+    rows: list[Any] = conn.execute(SQL["claim_due"], {"now": now, "window": window,
+                                                      "after": after, "limit": limit}).fetchall()
+    counts: Counter[str] = Counter()
+    for row in rows:
+        counts[_renew_one(conn, row, now)] += 1
+    return Batch(counts, int(rows[-1]["id"]) if rows else None)
+
+
+def _renew_one(conn: Connection[Any], sub: Any, now: datetime) -> str:
+    # The user lock comes before money moves; a user another transaction
+    # holds is skipped now and found again by the next sweep.
+    if conn.execute(SQL["lock_user_or_skip"], {"user_id": sub["user_id"]}).fetchone() is None:
+        return "skipped_user_locked"
+    params = {"id": sub["id"], "user_id": sub["user_id"], "now": now,
+              "period_start": sub["expires_at"]}
+    try:
+        with conn.transaction():
+            ledger.post(conn, sub["user_id"], -int(sub["price"]), reason="renewal",
+                        ref=f"subscription:{sub['id']}:{sub['expires_at'].isoformat()}", now=now)
+            conn.execute(SQL["renew"], params | {"period": timedelta(days=sub["period_days"])})
+            conn.execute(SQL["renewal_payment"], params | {
+                "amount": sub["price"], "currency": sub["currency"],
+                "payment_id": f"renewal:{sub['id']}:{sub['expires_at'].isoformat()}"})
+            conn.execute(SQL["event"], params | {"type": "renewed"})
+            _notify(conn, sub, "renewed", now)
+        return "renewed"
+    except ledger.InsufficientBalance:
+        return _cannot_pay(conn, sub, params, now)
+
+
+def _cannot_pay(conn: Connection[Any], sub: Any, params: dict[str, Any], now: datetime) -> str:
+    if now < sub["expires_at"]:
+        return "not_enough_balance_yet"  # tried again every sweep until it ends
+    if sub["status"] == "active":
+        conn.execute(SQL["to_grace"], params)
+        conn.execute(SQL["event"], params | {"type": "grace"})
+    if sub["renewal_failed_notified_for"] != sub["expires_at"]:
+        conn.execute(SQL["mark_notified"], params)
+        _notify(conn, sub, "renewal_failed", now)
+    return "grace"
+
+
+def _notify(conn: Connection[Any], sub: Any, kind: str, now: datetime) -> None:
+    conn.execute(SQL["notify"], {
+        "user_id": sub["user_id"], "kind": kind, "now": now,
+        "key": f"{kind}:{sub['id']}:{sub['expires_at'].isoformat()}",
+        "payload": Jsonb({"subscription_id": sub["id"], "price": sub["price"],
+                          "currency": sub["currency"]})})

@@ -1,0 +1,46 @@
+-- name: claim_due
+-- M3: due paid subscriptions with auto-renew, one batch, rows another
+-- sweep holds are skipped; the renewal payment for the current period start
+-- (the unique key of payments_one_renewal_per_period) must not exist yet.
+select s.id, s.user_id, s.status, s.expires_at, s.renewal_failed_notified_for,
+       p.price, p.currency, p.period_days
+from subscriptions s
+join plans p on p.code = s.plan_code
+where s.kind = 'paid' and s.auto_renew and s.status in ('active', 'grace')
+  and s.expires_at <= %(now)s + %(window)s
+  and s.id > %(after)s
+  and not exists (select 1 from payments r
+                  where r.subscription_id = s.id and r.kind = 'renewal'
+                    and r.period_start = s.expires_at)
+order by s.id
+limit %(limit)s
+for update of s skip locked
+
+-- name: lock_user_or_skip
+select id from users where id = %(user_id)s for update skip locked
+
+-- name: renew
+update subscriptions
+set expires_at = expires_at + %(period)s, status = 'active', last_auto_renewal_at = %(now)s
+where id = %(id)s
+
+-- name: renewal_payment
+insert into payments (user_id, subscription_id, provider, provider_payment_id, amount, currency,
+                      kind, period_start, created_at)
+values (%(user_id)s, %(id)s, 'balance', %(payment_id)s, %(amount)s, %(currency)s, 'renewal',
+        %(period_start)s, %(now)s)
+
+-- name: to_grace
+update subscriptions set status = 'grace' where id = %(id)s and status = 'active'
+
+-- name: mark_notified
+update subscriptions set renewal_failed_notified_for = %(period_start)s where id = %(id)s
+
+-- name: event
+insert into subscription_events (subscription_id, user_id, type, created_at)
+values (%(id)s, %(user_id)s, %(type)s, %(now)s)
+
+-- name: notify
+insert into notifications (user_id, kind, idempotency_key, payload, created_at)
+values (%(user_id)s, %(kind)s, %(key)s, %(payload)s, %(now)s)
+on conflict (idempotency_key) do nothing

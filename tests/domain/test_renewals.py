@@ -1,0 +1,151 @@
+"""Auto-renewal (M3) fed real rows for every branch, and three concurrent sweep processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from domain import renewals
+from lapse.after_commit import transaction
+from tests.conftest import ROOT
+from tests.support import factories as make
+
+T = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+DAY, HOUR, WINDOW = timedelta(days=1), timedelta(hours=1), timedelta(hours=12)
+
+
+def given(pool, build):
+    with pool.connection() as conn:
+        result = build(conn)
+        conn.commit()
+    return result
+
+
+def sweep(pool, now=T):
+    with pool.connection() as conn, transaction(conn):
+        return renewals.renew_due_batch(conn, now=now, window=WINDOW).counts
+
+
+def state(pool, sub):
+    with pool.connection() as conn:
+        return conn.execute(
+            "select s.status, s.expires_at, s.last_auto_renewal_at, s.access_key, u.balance, "
+            "(select count(*) from payments p where p.subscription_id = s.id) as payments, "
+            "(select array_agg(kind order by id) from notifications n where n.user_id = s.user_id)"
+            " as notices from subscriptions s join users u on u.id = s.user_id where s.id = %s",
+            (sub,)).fetchone()
+
+
+def paying(pool, *, balance, ends, status="active", auto_renew=True):
+    def build(conn):
+        user = make.user(conn)
+        if balance:
+            make.credit(conn, user, balance)
+        return make.subscription(conn, user, status=status, started_at=ends - 30 * DAY,
+                                 expires_at=ends, auto_renew=auto_renew)
+    return given(pool, build)
+
+
+def test_enough_balance_renews_once_from_the_old_end_and_keeps_the_key(pool):
+    sub = paying(pool, balance=800, ends=T + 6 * HOUR)
+    key = state(pool, sub)["access_key"]
+    assert sweep(pool) == {"renewed": 1}
+    after = state(pool, sub)
+    assert after["expires_at"] == T + 6 * HOUR + 30 * DAY and after["balance"] == 300
+    assert after["last_auto_renewal_at"] == T and after["access_key"] == key
+    assert after["payments"] == 1 and after["notices"] == ["renewed"]
+    assert sweep(pool) == {}  # already renewed for this period: not due
+
+
+def test_not_enough_balance_before_the_end_waits_and_after_it_goes_to_grace_with_one_notice(pool):
+    sub = paying(pool, balance=100, ends=T + 6 * HOUR)
+    assert sweep(pool) == {"not_enough_balance_yet": 1}
+    assert state(pool, sub)["status"] == "active" and state(pool, sub)["notices"] is None
+    assert sweep(pool, T + 7 * HOUR) == {"grace": 1}
+    assert sweep(pool, T + 8 * HOUR) == {"grace": 1}  # retried every sweep
+    after = state(pool, sub)
+    assert after["status"] == "grace" and after["notices"] == ["renewal_failed"]
+    assert after["last_auto_renewal_at"] is None and after["balance"] == 100
+
+
+def test_a_top_up_during_grace_renews_from_the_old_end(pool):
+    sub = paying(pool, balance=0, ends=T - DAY, status="grace")
+    with pool.connection() as conn:
+        user = conn.execute("select user_id from subscriptions where id = %s", (sub,)).fetchone()
+        make.credit(conn, user["user_id"], 500)
+        conn.commit()
+    assert sweep(pool) == {"renewed": 1}
+    after = state(pool, sub)
+    assert after["status"] == "active" and after["expires_at"] == T - DAY + 30 * DAY
+
+
+def test_cancelled_or_auto_renew_off_subscriptions_are_not_due(pool):
+    paying(pool, balance=900, ends=T + HOUR, status="cancelled", auto_renew=False)
+    paying(pool, balance=900, ends=T + HOUR, auto_renew=False)
+    paying(pool, balance=900, ends=T + 2 * DAY)  # outside the window
+    assert sweep(pool) == {}
+
+
+def test_a_user_locked_elsewhere_is_skipped_and_renewed_by_the_next_sweep(pool):
+    sub = paying(pool, balance=900, ends=T + HOUR)
+    with pool.connection() as holder:
+        user = holder.execute("select user_id from subscriptions where id = %s", (sub,)).fetchone()
+        holder.execute("select 1 from users where id = %s for update", (user["user_id"],))
+        assert sweep(pool) == {"skipped_user_locked": 1}
+        holder.rollback()
+    assert sweep(pool) == {"renewed": 1}
+
+
+def test_2000_due_subscriptions_renewed_by_3_concurrent_sweep_processes_are_each_charged_once(
+        pool, database):
+    now = datetime.now(UTC).replace(microsecond=0)
+    with pool.connection() as conn:
+        make.plan(conn)
+        conn.execute(
+            "with u as (insert into users (balance) select 0 from generate_series(1, 2000) "
+            "returning id) "
+            "insert into subscriptions (user_id, kind, status, plan_code, started_at, expires_at, "
+            "auto_renew, access_key) select id, 'paid', 'active', 'month', %s, %s, true, "
+            "gen_random_uuid() from u", (now - 29 * DAY, now + HOUR))
+        conn.execute("insert into balance_ledger (user_id, amount, reason, ref) "
+                     "select id, 500, 'seed', 'seed' from users")
+        conn.execute("update users set balance = 500")
+        conn.commit()
+    env = {"DATABASE_URL": database, "LAPSE_BROKER": "stub"}
+    import os
+
+    go = threading.Barrier(3)
+    results: list[subprocess.CompletedProcess[str]] = []
+
+    def run():
+        go.wait()
+        results.append(subprocess.run(
+            [sys.executable, "-m", "lapse.cli", "sweep", "auto_renewals"], cwd=ROOT,
+            env=os.environ | env, capture_output=True, text=True, timeout=300, check=False))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.returncode == 0 for r in results), [r.stderr[-500:] for r in results]
+    renewed = [_count(r.stdout, "renewed") for r in results]
+    print("renewed per process:", renewed)
+    assert sum(renewed) == 2000
+    assert sum(1 for n in renewed if n > 0) >= 2, renewed  # the processes really shared the work
+    with psycopg.connect(database) as conn:
+        charged = conn.execute("select count(*), count(distinct subscription_id) from payments "
+                               "where kind = 'renewal'").fetchone()
+        balances = conn.execute("select min(balance), max(balance) from users").fetchone()
+    assert charged == (2000, 2000) and balances == (0, 0)
+
+
+def _count(stdout: str, key: str) -> int:
+    for line in stdout.splitlines():
+        if line.strip().startswith(f"{key}:"):
+            return int(line.split(":")[1])
+    return 0
