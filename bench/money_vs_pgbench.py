@@ -59,6 +59,7 @@ def worker(url: str, job: str, index: int, start_at: float) -> None:
     from lapse import db
     from lapse.after_commit import install_sender, transaction
     from lapse.config import load_settings
+    from lapse.money_sweeps import BATCH
 
     install_sender(lambda message: None)  # follow-up messages are not part of the measure
     pool = db.make_pool(url, load_settings(), size=THREADS + 1)
@@ -70,7 +71,7 @@ def worker(url: str, job: str, index: int, start_at: float) -> None:
         while True:
             with pool.connection() as conn, transaction(conn):
                 batch = renewals.renew_due_batch(conn, now=NOW, window=timedelta(hours=12),
-                                                 limit=20)
+                                                 limit=BATCH)
             if batch.last_id is None:
                 return
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg import Connection
 
-from domain.errors import PermanentError
+from domain.errors import PermanentError, UnknownUser
 from lapse.sql import queries
 
 SQL = queries(__file__, "ledger")
@@ -48,15 +48,13 @@ def post(conn: Connection[Any], user_id: int, amount: int, *, reason: str, ref: 
     """Credit (amount > 0) or debit (amount < 0) a user's balance with one ledger row."""
     if amount == 0:
         raise ValueError("a ledger entry moves money: amount must not be 0")
-    with conn.transaction():  # a savepoint: a refused debit leaves no ledger row behind
-        entry = conn.execute(SQL["insert_entry"], {"user_id": user_id, "amount": amount,
-                                                   "reason": reason, "ref": ref,
-                                                   "now": now}).fetchone()
-        if entry is None:
-            raise AlreadyPosted(user_id, reason, ref)
-        moved = conn.execute(SQL["apply_to_balance"], {"user_id": user_id,
-                                                       "amount": amount}).fetchone()
-        if moved is None:
-            row: Any = conn.execute(SQL["balance"], {"user_id": user_id}).fetchone()
-            raise InsufficientBalance(user_id, int(row["balance"]) if row else 0, -amount)
-    return Posted(int(entry["id"]), int(moved["balance"]))
+    params = {"user_id": user_id, "amount": amount, "reason": reason, "ref": ref, "now": now}
+    row: Any = conn.execute(SQL["post"], params).fetchone()
+    if row["id"] is not None:
+        return Posted(int(row["id"]), int(row["balance"]))
+    refusal: Any = conn.execute(SQL["refusal"], params).fetchone()
+    if refusal is None:
+        raise UnknownUser(user_id)
+    if refusal["posted"]:
+        raise AlreadyPosted(user_id, reason, ref)
+    raise InsufficientBalance(user_id, int(refusal["balance"]), -amount)

@@ -73,29 +73,29 @@ class Finalized:
 def finalize_purchase(conn: Connection[Any], payment: Payment, *, now: datetime,
                       referral_reward: int, invoice: Invoice | None = None) -> Finalized:
     """Record ``payment`` once: pay the purchase, or fail it and credit what was paid."""
-    found: Any = conn.execute(SQL["purchase"], {"id": payment.purchase_id}).fetchone()
-    if found is None:
+    purchase: Any = conn.execute(SQL["purchase_and_user_for_update"],
+                                 {"id": payment.purchase_id}).fetchone()
+    if purchase is None:
         raise UnknownPurchase(payment.purchase_id)
-    lock_user(conn, found["user_id"])
     earlier: Any = conn.execute(SQL["payment_by_provider_id"], {
         "provider": payment.provider,
         "provider_payment_id": payment.provider_payment_id}).fetchone()
     if earlier is not None:
         return Finalized("duplicate", int(earlier["id"]), earlier["subscription_id"])
-    purchase: Any = conn.execute(SQL["purchase_for_update"], {"id": payment.purchase_id}).fetchone()
     if payment.provider == "crypto":
         _verify(purchase, payment, invoice)
     problem = _mismatch(purchase, payment)
     if problem is not None:
         return _fail(conn, purchase, payment, problem, now)
-    try:
-        with conn.transaction():  # a savepoint: a refused debit gives the promo use back
-            _consume_promo(conn, purchase)
-            if payment.provider == "balance":
-                ledger.post(conn, purchase["user_id"], -payment.amount, reason="purchase",
-                            ref=f"purchase:{purchase['id']}", now=now)
-    except (_PromoExhausted, ledger.InsufficientBalance) as refused:
-        return _fail(conn, purchase, payment, str(refused), now)
+    if purchase["promo_code"] is not None or payment.provider == "balance":
+        try:
+            with conn.transaction():  # a savepoint: a refused debit gives the promo use back
+                _consume_promo(conn, purchase)
+                if payment.provider == "balance":
+                    ledger.post(conn, purchase["user_id"], -payment.amount, reason="purchase",
+                                ref=f"purchase:{purchase['id']}", now=now)
+        except (_PromoExhausted, ledger.InsufficientBalance) as refused:
+            return _fail(conn, purchase, payment, str(refused), now)
     subscription_id = None
     if purchase["kind"] == "topup":
         ledger.post(conn, purchase["user_id"], payment.amount, reason="topup",
@@ -104,9 +104,8 @@ def finalize_purchase(conn: Connection[Any], payment: Payment, *, now: datetime,
         subscription_id = lifecycle.apply_plan(conn, purchase["user_id"], purchase["plan_code"],
                                                now=now).subscription_id
         _reward_referrer(conn, purchase, referral_reward, now)
-    conn.execute(SQL["set_status"], {"id": purchase["id"], "status": "paid", "now": now})
-    payment_id = _record(conn, purchase, payment, "purchase", subscription_id, now)
-    return Finalized("paid", payment_id, subscription_id)
+    return Finalized("paid", _record(conn, purchase, payment, "purchase", subscription_id, now,
+                                     query="settle"), subscription_id)
 
 
 class _PromoExhausted(Exception):
@@ -179,8 +178,8 @@ def _reward_referrer(conn: Connection[Any], purchase: Any, reward: int, now: dat
 
 
 def _record(conn: Connection[Any], purchase: Any, payment: Payment, kind: str,
-            subscription_id: int | None, now: datetime) -> int:
-    row: Any = conn.execute(SQL["insert_payment"], {
+            subscription_id: int | None, now: datetime, query: str = "insert_payment") -> int:
+    row: Any = conn.execute(SQL[query], {
         "user_id": purchase["user_id"], "purchase_id": purchase["id"],
         "subscription_id": subscription_id, "provider": payment.provider,
         "provider_payment_id": payment.provider_payment_id, "amount": payment.amount,

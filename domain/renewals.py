@@ -1,6 +1,8 @@
 """Auto-renewal (M3): due subscriptions claimed in batches with FOR UPDATE SKIP LOCKED, each renewed in its own savepoint.
 
-A subscription is due when it is paid, has auto-renew, is ``active`` or
+The claim locks each due subscription and its user row together
+(``FOR UPDATE ... SKIP LOCKED``); a subscription whose user another
+transaction holds is left for the next sweep. A subscription is due when it is paid, has auto-renew, is ``active`` or
 ``grace``, ends within the renewal window (or has ended), and has no renewal
 payment for its current period start. Renewing debits the plan's price,
 extends ``expires_at`` by the period from the old end, records the payment
@@ -45,22 +47,17 @@ def renew_due_batch(conn: Connection[Any], *, now: datetime, window: timedelta, 
 
 
 def _renew_one(conn: Connection[Any], sub: Any, now: datetime) -> str:
-    # The user lock comes before money moves; a user another transaction
-    # holds is skipped now and found again by the next sweep.
-    if conn.execute(SQL["lock_user_or_skip"], {"user_id": sub["user_id"]}).fetchone() is None:
-        return "skipped_user_locked"
     params = {"id": sub["id"], "user_id": sub["user_id"], "now": now,
               "period_start": sub["expires_at"]}
+    period = sub["expires_at"].isoformat()
     try:
-        with conn.transaction():
+        with conn.transaction():  # a savepoint: one subscription's failure undoes only itself
             ledger.post(conn, sub["user_id"], -int(sub["price"]), reason="renewal",
-                        ref=f"subscription:{sub['id']}:{sub['expires_at'].isoformat()}", now=now)
-            conn.execute(SQL["renew"], params | {"period": timedelta(days=sub["period_days"])})
-            conn.execute(SQL["renewal_payment"], params | {
-                "amount": sub["price"], "currency": sub["currency"],
-                "payment_id": f"renewal:{sub['id']}:{sub['expires_at'].isoformat()}"})
-            conn.execute(SQL["event"], params | {"type": "renewed"})
-            _notify(conn, sub, "renewed", now)
+                        ref=f"subscription:{sub['id']}:{period}", now=now)
+            conn.execute(SQL["renew"], params | {
+                "period": timedelta(days=sub["period_days"]), "amount": sub["price"],
+                "currency": sub["currency"], "payment_id": f"renewal:{sub['id']}:{period}",
+                "key": f"renewed:{sub['id']}:{period}", "payload": _payload(sub)})
         return "renewed"
     except ledger.InsufficientBalance:
         return _cannot_pay(conn, sub, params, now)
@@ -81,6 +78,8 @@ def _cannot_pay(conn: Connection[Any], sub: Any, params: dict[str, Any], now: da
 def _notify(conn: Connection[Any], sub: Any, kind: str, now: datetime) -> None:
     conn.execute(SQL["notify"], {
         "user_id": sub["user_id"], "kind": kind, "now": now,
-        "key": f"{kind}:{sub['id']}:{sub['expires_at'].isoformat()}",
-        "payload": Jsonb({"subscription_id": sub["id"], "price": sub["price"],
-                          "currency": sub["currency"]})})
+        "key": f"{kind}:{sub['id']}:{sub['expires_at'].isoformat()}", "payload": _payload(sub)})
+
+
+def _payload(sub: Any) -> Jsonb:
+    return Jsonb({"subscription_id": sub["id"], "price": sub["price"], "currency": sub["currency"]})

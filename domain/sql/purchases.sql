@@ -1,12 +1,10 @@
--- name: purchase
-select id, user_id, kind, plan_code, amount, currency, promo_code, provider,
-       provider_invoice_id, status
-from purchases where id = %(id)s
-
--- name: purchase_for_update
-select id, user_id, kind, plan_code, amount, currency, promo_code, provider,
-       provider_invoice_id, status
-from purchases where id = %(id)s for update
+-- name: purchase_and_user_for_update
+-- The purchase and its user's row (SPEC §3's per-user lock), locked together.
+select p.id, p.user_id, p.kind, p.plan_code, p.amount, p.currency, p.promo_code, p.provider,
+       p.provider_invoice_id, p.status
+from purchases p join users u on u.id = p.user_id
+where p.id = %(id)s
+for update of p, u
 
 -- name: payment_by_provider_id
 select id, purchase_id, subscription_id, kind, amount from payments
@@ -40,3 +38,16 @@ where u.id = %(user_id)s and u.referred_by is not null
 insert into notifications (user_id, kind, idempotency_key, payload, created_at)
 values (%(user_id)s, %(kind)s, %(key)s, %(payload)s, %(now)s)
 on conflict (idempotency_key) do nothing
+
+-- name: settle
+-- The purchase becomes paid and gets its one payment: one statement.
+with settled as (
+    update purchases set status = 'paid', paid_at = %(now)s where id = %(purchase_id)s
+    returning id
+)
+insert into payments (user_id, purchase_id, subscription_id, provider, provider_payment_id,
+                      amount, currency, kind, created_at)
+select %(user_id)s, id, %(subscription_id)s, %(provider)s, %(provider_payment_id)s, %(amount)s,
+       %(currency)s, 'purchase', %(now)s
+from settled
+returning id

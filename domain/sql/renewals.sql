@@ -2,9 +2,12 @@
 -- M3: due paid subscriptions with auto-renew, one batch, rows another
 -- sweep holds are skipped; the renewal payment for the current period start
 -- (the unique key of payments_one_renewal_per_period) must not exist yet.
+-- The user row is locked with it (SPEC §3's per-user lock): a subscription
+-- whose user another transaction holds is skipped and found by the next sweep.
 select s.id, s.user_id, s.status, s.expires_at, s.renewal_failed_notified_for,
        p.price, p.currency, p.period_days
 from subscriptions s
+join users u on u.id = s.user_id
 join plans p on p.code = s.plan_code
 where s.kind = 'paid' and s.auto_renew and s.status in ('active', 'grace')
   and s.expires_at <= %(now)s + %(window)s
@@ -14,21 +17,29 @@ where s.kind = 'paid' and s.auto_renew and s.status in ('active', 'grace')
                     and r.period_start = s.expires_at)
 order by s.id
 limit %(limit)s
-for update of s skip locked
-
--- name: lock_user_or_skip
-select id from users where id = %(user_id)s for update skip locked
+for update of s, u skip locked
 
 -- name: renew
-update subscriptions
-set expires_at = expires_at + %(period)s, status = 'active', last_auto_renewal_at = %(now)s
-where id = %(id)s
-
--- name: renewal_payment
-insert into payments (user_id, subscription_id, provider, provider_payment_id, amount, currency,
-                      kind, period_start, created_at)
-values (%(user_id)s, %(id)s, 'balance', %(payment_id)s, %(amount)s, %(currency)s, 'renewal',
-        %(period_start)s, %(now)s)
+-- Extend from the old end, record the payment (unique per period start),
+-- the event and the "renewed" notice: one statement.
+with renewed as (
+    update subscriptions
+    set expires_at = expires_at + %(period)s, status = 'active', last_auto_renewal_at = %(now)s
+    where id = %(id)s
+    returning id
+), paid as (
+    insert into payments (user_id, subscription_id, provider, provider_payment_id, amount,
+                          currency, kind, period_start, created_at)
+    select %(user_id)s, id, 'balance', %(payment_id)s, %(amount)s, %(currency)s, 'renewal',
+           %(period_start)s, %(now)s
+    from renewed
+), noted as (
+    insert into subscription_events (subscription_id, user_id, type, created_at)
+    select id, %(user_id)s, 'renewed', %(now)s from renewed
+)
+insert into notifications (user_id, kind, idempotency_key, payload, created_at)
+select %(user_id)s, 'renewed', %(key)s, %(payload)s, %(now)s from renewed
+on conflict (idempotency_key) do nothing
 
 -- name: to_grace
 update subscriptions set status = 'grace' where id = %(id)s and status = 'active'

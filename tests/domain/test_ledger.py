@@ -50,3 +50,10 @@ def test_a_balance_changed_outside_the_ledger_cannot_commit(pool):
         c.execute("update users set balance = 50 where id = %s", (user,))
         with pytest.raises(psycopg.errors.CheckViolation, match="ledger sums to 0"):
             c.commit()
+
+
+def test_an_unknown_user_is_refused(conn):
+    from domain.errors import UnknownUser
+
+    with pytest.raises(UnknownUser):
+        ledger.post(conn, 987_654_321, 100, reason="topup", ref="p1", now=T)
