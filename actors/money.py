@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from actors.declare import lapse_actor
 from domain import purchases
-from domain.errors import InvalidArguments, RetryableError
-from lapse import clock, db
+from domain.errors import InvalidArguments
+from lapse import clock, crypto_pay, db, money_sweeps
 from lapse.after_commit import transaction
 from lapse.config import settings
 
 logger = logging.getLogger(__name__)
 _CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")
-
-
-class CryptoPortMissing(RetryableError):
-    """Crypto payments are verified with Crypto Pay's getInvoices; that port is not built yet (issue 4, M4)."""
 
 
 @lapse_actor(queue_name="payments")
@@ -37,13 +33,24 @@ def finalize_purchase(
     """Record a provider's payment for a purchase exactly once (M2)."""
     if not _CURRENCY.match(currency):
         raise InvalidArguments("finalize_purchase", f"currency must be a currency code, got {currency!r}")
-    if provider == "crypto":
-        raise CryptoPortMissing(f"purchase {purchase_id}: crypto payments wait for the Crypto Pay "
-                                "port (requeue from the dead-letter archive once it exists)")
+    invoice = _provider_invoice(purchase_id) if provider == "crypto" else None
     payment = purchases.Payment(purchase_id, provider, provider_payment_id, amount, currency)
     with db.pool().connection() as conn, transaction(conn):
-        done = purchases.finalize_purchase(conn, payment, now=clock.now(),
+        done = purchases.finalize_purchase(conn, payment, now=clock.now(), invoice=invoice,
                                            referral_reward=settings().referral_reward)
     logger.info("finalize_purchase purchase_id=%s provider=%s outcome=%s payment=%s "
                 "subscription=%s credited=%s reason=%s", purchase_id, provider, done.outcome,
                 done.payment_id, done.subscription_id, done.credited, done.reason)
+
+
+def _provider_invoice(purchase_id: int) -> purchases.Invoice | None:
+    """Crypto Pay's own view of the purchase's invoice, fetched before any transaction opens."""
+    with db.pool().connection() as conn:
+        row: Any = conn.execute(money_sweeps.SQL["invoice_of"], {"id": purchase_id}).fetchone()
+        conn.rollback()
+    if row is None:
+        raise purchases.UnknownPurchase(purchase_id)
+    if row["provider_invoice_id"] is None:
+        return None  # finalize refuses it: a crypto payment needs the provider's invoice
+    found = crypto_pay.port().get_invoices([row["provider_invoice_id"]])
+    return found[0] if found else None

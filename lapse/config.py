@@ -64,6 +64,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_S3_CONCURRENCY", "16", "Concurrent S3 calls when tagging, restoring or deleting one batch per object."),
     Variable("LAPSE_S3_BATCH_THRESHOLD", "10000", "Keys above which tagging uses an S3 Batch Operations job (R7) when LAPSE_S3_BATCH_ROLE_ARN is set."),
     Variable("LAPSE_S3_BATCH_ROLE_ARN", None, "IAM role S3 Batch Operations runs as. Unset: always tag per object (moto, MinIO)."),
+    Variable("LAPSE_CRYPTO_INVOICE_TTL_MINUTES", "60", "A crypto purchase still unpaid this long after it was created expires (a late payment is still credited)."),
     Variable("LAPSE_RENEWAL_WINDOW_HOURS", "12", "Auto-renewal charges a subscription this many hours before it ends."),
     Variable("LAPSE_REFERRAL_REWARD", "100", "Credit (minor units) to a referrer on the referred user's first paid plan."),
     Variable("LAPSE_S3_ACCOUNT_ID", None, "AWS account id that owns S3 Batch Operations jobs (required with the role)."),
@@ -107,6 +108,7 @@ class Settings:
     s3_account_id: str | None = None
     referral_reward: int = 100
     renewal_window_hours: int = 12
+    crypto_invoice_ttl_minutes: int = 60
 
     @property
     def embedded(self) -> bool:
@@ -167,6 +169,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         s3_concurrency=_positive_int(raw("LAPSE_S3_CONCURRENCY"), "LAPSE_S3_CONCURRENCY"),
         s3_batch_threshold=_positive_int(raw("LAPSE_S3_BATCH_THRESHOLD"), "LAPSE_S3_BATCH_THRESHOLD"),
         s3_batch_role_arn=raw("LAPSE_S3_BATCH_ROLE_ARN"),
+        crypto_invoice_ttl_minutes=_positive_int(raw("LAPSE_CRYPTO_INVOICE_TTL_MINUTES"),
+                                                 "LAPSE_CRYPTO_INVOICE_TTL_MINUTES"),
         renewal_window_hours=_positive_int(raw("LAPSE_RENEWAL_WINDOW_HOURS"),
                                            "LAPSE_RENEWAL_WINDOW_HOURS"),
         referral_reward=_positive_int(raw("LAPSE_REFERRAL_REWARD"), "LAPSE_REFERRAL_REWARD"),

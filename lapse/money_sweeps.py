@@ -1,18 +1,23 @@
-"""The money sweeps: auto-renewal (M3). Batches of due subscriptions, one transaction per batch."""
+"""The money sweeps: auto-renewal (M3) and the crypto payment watcher (M4)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 from psycopg_pool import ConnectionPool
 
 from domain import renewals
-from lapse.after_commit import transaction
+from lapse import crypto_pay
+from lapse.after_commit import send_after_commit, transaction
 from lapse.config import settings
+from lapse.sql import queries
 from lapse.sweeps import SweepContext
 
+SQL = queries(__file__, "money_sweeps")
 BATCH = 100
+LATE_WINDOW = timedelta(days=1)
 
 
 def sweep_auto_renewals(pool: ConnectionPool, context: SweepContext) -> dict[str, int]:
@@ -32,3 +37,49 @@ def sweep_auto_renewals(pool: ConnectionPool, context: SweepContext) -> dict[str
         if context.out_of_time():
             context.resume = {"after": after}
             return dict(counts)
+
+
+def sweep_crypto_payments(pool: ConnectionPool, context: SweepContext) -> dict[str, int]:
+    """M4: poll pending crypto invoices (100 per call, no transaction held across the call).
+
+    Paid → ``finalize_purchase`` (which re-verifies); expired at the provider
+    or older than the TTL → the purchase expires. Purchases expired within
+    the last day are still watched, so a late payment is credited.
+    """
+    ttl = timedelta(minutes=settings().crypto_invoice_ttl_minutes)
+    counts: Counter[str] = Counter()
+    after = int((context.cursor or {}).get("after", 0))
+    while True:
+        with pool.connection() as conn:
+            page: list[Any] = conn.execute(SQL["crypto_to_watch"], {
+                "after": after, "now": context.now, "late_window": LATE_WINDOW,
+                "limit": crypto_pay.MAX_IDS}).fetchall()
+            conn.rollback()
+        if not page:
+            return dict(counts)
+        found = {i.invoice_id: i for i in crypto_pay.port().get_invoices(
+            [p["provider_invoice_id"] for p in page])}
+        with pool.connection() as conn, (conn.transaction(force_rollback=True) if context.dry_run
+                                         else transaction(conn)):
+            for purchase in page:
+                counts[_watch(conn, purchase, found.get(purchase["provider_invoice_id"]),
+                              context, ttl)] += 1
+        after = page[-1]["id"]
+        if context.out_of_time():
+            context.resume = {"after": after}
+            return dict(counts)
+
+
+def _watch(conn: Any, purchase: Any, invoice: Any, context: SweepContext, ttl: timedelta) -> str:
+    if invoice is not None and invoice.status == "paid":
+        if not context.dry_run:
+            send_after_commit(conn, "finalize_purchase", purchase["id"], "crypto",
+                              invoice.invoice_id, invoice.amount, invoice.currency)
+        return "paid"
+    if purchase["status"] == "expired":
+        return "expired_still_watched"
+    if (invoice is not None and invoice.status == "expired") or (
+            purchase["created_at"] < context.now - ttl):
+        conn.execute(SQL["expire_purchase"], {"id": purchase["id"]})
+        return "expired"
+    return "waiting" if invoice is not None else "unknown_at_provider"

@@ -73,7 +73,6 @@ class Sweep:
 
 
 _BODIES = "lapse.retention_sweeps"
-_MONEY = "issue 4 (money)"
 _ACCESS = "SPEC §6 access keys and notifications (not yet filed as an issue)"
 
 SWEEPS: dict[str, Sweep] = {
@@ -87,7 +86,8 @@ SWEEPS: dict[str, Sweep] = {
               implementation="lapse.money_sweeps:sweep_auto_renewals"),
         Sweep("fast_expiry", "* * * * *", implementation=f"{_BODIES}:sweep_fast_expiry"),
         Sweep("activations", "* * * * *", pending=_ACCESS),
-        Sweep("crypto_payments", "* * * * *", pending=_MONEY),
+        Sweep("crypto_payments", "* * * * *",
+              implementation="lapse.money_sweeps:sweep_crypto_payments"),
         Sweep("trial_notifications", "*/5 * * * *", pending=_ACCESS),
         Sweep("reconcile", "*/10 * * * *", pending=_ACCESS),
         Sweep("reminders", "0 10 * * *", daily_at=time(10, 0), pending=_ACCESS),
