@@ -17,6 +17,7 @@ from domain.errors import InvalidArguments
 from lapse import clock, crypto_pay, db, money_sweeps
 from lapse.after_commit import transaction
 from lapse.config import settings
+from lapse.faults import fault_point
 
 logger = logging.getLogger(__name__)
 _CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")
@@ -34,10 +35,12 @@ def finalize_purchase(
     if not _CURRENCY.match(currency):
         raise InvalidArguments("finalize_purchase", f"currency must be a currency code, got {currency!r}")
     invoice = _provider_invoice(purchase_id) if provider == "crypto" else None
+    fault_point("finalize.after_provider_call")
     payment = purchases.Payment(purchase_id, provider, provider_payment_id, amount, currency)
     with db.pool().connection() as conn, transaction(conn):
         done = purchases.finalize_purchase(conn, payment, now=clock.now(), invoice=invoice,
                                            referral_reward=settings().referral_reward)
+        fault_point("finalize.before_commit")
     logger.info("finalize_purchase purchase_id=%s provider=%s outcome=%s payment=%s "
                 "subscription=%s credited=%s reason=%s", purchase_id, provider, done.outcome,
                 done.payment_id, done.subscription_id, done.credited, done.reason)

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from domain import ledger, lifecycle
 from domain.errors import PermanentError
 from domain.retention import lock_user
+from lapse.faults import fault_point
 from lapse.sql import queries
 
 SQL = queries(__file__, "purchases")
@@ -77,6 +78,7 @@ def finalize_purchase(conn: Connection[Any], payment: Payment, *, now: datetime,
                                  {"id": payment.purchase_id}).fetchone()
     if purchase is None:
         raise UnknownPurchase(payment.purchase_id)
+    fault_point("finalize.locked")
     earlier: Any = conn.execute(SQL["payment_by_provider_id"], {
         "provider": payment.provider,
         "provider_payment_id": payment.provider_payment_id}).fetchone()
@@ -104,6 +106,7 @@ def finalize_purchase(conn: Connection[Any], payment: Payment, *, now: datetime,
         subscription_id = lifecycle.apply_plan(conn, purchase["user_id"], purchase["plan_code"],
                                                now=now).subscription_id
         _reward_referrer(conn, purchase, referral_reward, now)
+    fault_point("finalize.money_moved")
     return Finalized("paid", _record(conn, purchase, payment, "purchase", subscription_id, now,
                                      query="settle"), subscription_id)
 

@@ -24,6 +24,7 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from domain import ledger
+from lapse.faults import fault_point
 from lapse.sql import queries
 
 SQL = queries(__file__, "renewals")
@@ -40,6 +41,7 @@ def renew_due_batch(conn: Connection[Any], *, now: datetime, window: timedelta, 
     """Claim one batch of due subscriptions (skipping rows others hold) and renew each in a savepoint."""
     rows: list[Any] = conn.execute(SQL["claim_due"], {"now": now, "window": window,
                                                       "after": after, "limit": limit}).fetchall()
+    fault_point("renewal.claimed")
     counts: Counter[str] = Counter()
     for row in rows:
         counts[_renew_one(conn, row, now)] += 1
@@ -54,10 +56,12 @@ def _renew_one(conn: Connection[Any], sub: Any, now: datetime) -> str:
         with conn.transaction():  # a savepoint: one subscription's failure undoes only itself
             ledger.post(conn, sub["user_id"], -int(sub["price"]), reason="renewal",
                         ref=f"subscription:{sub['id']}:{period}", now=now)
+            fault_point("renewal.debited")
             conn.execute(SQL["renew"], params | {
                 "period": timedelta(days=sub["period_days"]), "amount": sub["price"],
                 "currency": sub["currency"], "payment_id": f"renewal:{sub['id']}:{period}",
                 "key": f"renewed:{sub['id']}:{period}", "payload": _payload(sub)})
+            fault_point("renewal.extended")
         return "renewed"
     except ledger.InsufficientBalance:
         return _cannot_pay(conn, sub, params, now)

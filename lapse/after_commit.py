@@ -30,6 +30,8 @@ from typing import Any
 from psycopg import Connection
 from psycopg.pq import TransactionStatus
 
+from lapse.faults import fault_point
+
 logger = logging.getLogger(__name__)
 
 
@@ -97,6 +99,8 @@ def transaction(conn: Connection[Any]) -> Iterator[Connection[Any]]:
         with _lock:
             stack.pop()
         raise
+    if outermost:
+        fault_point("after_commit.committed")  # committed, follow-up messages not sent yet
     with _lock:
         queued = stack.pop()
         if stack:

@@ -12,6 +12,7 @@ from domain import renewals
 from lapse import crypto_pay
 from lapse.after_commit import send_after_commit, transaction
 from lapse.config import settings
+from lapse.faults import fault_point
 from lapse.sql import queries
 from lapse.sweeps import SweepContext
 
@@ -30,6 +31,7 @@ def sweep_auto_renewals(pool: ConnectionPool, context: SweepContext) -> dict[str
                                          else transaction(conn)):
             batch = renewals.renew_due_batch(conn, now=context.now, window=window, after=after,
                                              limit=BATCH)
+        fault_point("renewal.batch_committed")
         if batch.last_id is None:
             return dict(counts)
         counts.update(batch.counts)

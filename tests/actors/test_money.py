@@ -51,3 +51,58 @@ def test_lapse_refund_from_the_command_line(pool, database):
     assert again.returncode == 2 and "cannot refund a paid expired" in again.stderr
     missing = lapse("refund", "999999", env=env)
     assert missing.returncode == 2 and "no subscription 999999" in missing.stderr
+
+
+RACER = """
+import sys, threading, time
+from domain import purchases
+from lapse import db
+from lapse.after_commit import transaction
+from lapse.config import load_settings
+purchase, start_at = int(sys.argv[1]), float(sys.argv[2])
+pool = db.make_pool(db.database_url(), load_settings(), size=5)
+barrier, outcomes = threading.Barrier(4), []
+def race():
+    barrier.wait()
+    time.sleep(max(0.0, start_at - time.time()))
+    with pool.connection() as conn, transaction(conn):
+        done = purchases.finalize_purchase(conn, purchases.Payment(
+            purchase, "telegram", "tg-2proc", 500, "USD"), now=purchases_now, referral_reward=100)
+    outcomes.append(done.outcome)
+from datetime import datetime, timezone
+purchases_now = datetime.now(timezone.utc)
+threads = [threading.Thread(target=race) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(" ".join(outcomes))
+"""
+
+
+def test_the_same_payment_finalized_by_8_threads_in_2_processes_credits_once(pool, database):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    with pool.connection() as conn:
+        user = make.user(conn)
+        purchase = make.purchase(conn, user, kind="topup")
+        conn.commit()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env |= {"DATABASE_URL": database, "LAPSE_BROKER": "stub"}
+    start_at = str(time.time() + 3)
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(purchase), start_at], cwd=ROOT,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    outcomes = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=60)
+        assert racer.returncode == 0, err[-2000:]
+        outcomes += out.split()
+    assert sorted(outcomes) == ["duplicate"] * 7 + ["paid"]  # 7 waited on the lock, then saw it
+    with pool.connection() as conn:
+        assert conn.execute("select balance from users where id = %s", (user,)).fetchone()[
+            "balance"] == 500
+        assert conn.execute("select count(*) as n from payments").fetchone()["n"] == 1
