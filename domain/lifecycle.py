@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import Connection
+from psycopg.types.json import Jsonb
 
 from domain import ledger
 from domain.errors import PermanentError
@@ -45,19 +46,37 @@ class Expired:
     rule: str
 
 
+ACTIVATION_DEADLINE = timedelta(hours=24)
+
+
 def due_expiries(conn: Connection[Any], *, now: datetime, billing_grace: timedelta,
-                 after: int = 0, limit: int = 500) -> list[tuple[int, int]]:
+                 after: int = 0, limit: int = 500,
+                 activation_deadline: timedelta = ACTIVATION_DEADLINE) -> list[tuple[int, int]]:
     """(subscription id, user id) of current subscriptions whose expiry is due, keyset after ``after``."""
     rows = conn.execute(SQL["due_expiries"], {"now": now, "grace": billing_grace, "after": after,
-                                              "limit": limit}).fetchall()
+                                              "limit": limit,
+                                              "activation_deadline": activation_deadline}).fetchall()
     return [(int(r["id"]), int(r["user_id"])) for r in rows]
 
 
 def expire_if_due(conn: Connection[Any], subscription_id: int, user_id: int, *, now: datetime,
-                  billing_grace: timedelta) -> Expired | None:
-    """§3a's time-driven ends: trial, paid active (auto-renew off) or cancelled past expiry, grace past the billing grace."""
+                  billing_grace: timedelta,
+                  activation_deadline: timedelta = ACTIVATION_DEADLINE) -> Expired | None:
+    """§3a's time-driven ends: trial, paid active (auto-renew off) or cancelled past expiry,
+    grace past the billing grace, and a paid row still pending after the activation deadline
+    (its payments refunded to the balance, with a notice)."""
     lock_user(conn, user_id)
     sub = _subscription(conn, subscription_id)
+    if sub["kind"] == "paid" and sub["status"] == "pending":
+        if sub["started_at"] + activation_deadline > now:
+            return None
+        _end(conn, sub, ended_at=now, event="expired", now=now)
+        credited = _credit_payments(conn, sub, reason="activation_refund", now=now)
+        conn.execute(SQL["notify"], {"user_id": user_id, "kind": "activation_failed",
+                                     "key": f"activation_failed:{subscription_id}",
+                                     "payload": Jsonb({"subscription_id": subscription_id,
+                                                       "credited": credited}), "now": now})
+        return Expired(subscription_id, user_id, "activation_deadline")
     if sub["status"] not in ("active", "cancelled", "grace") or sub["expires_at"] > now:
         return None
     if sub["kind"] == "trial":
@@ -161,11 +180,17 @@ def refund(conn: Connection[Any], subscription_id: int, *, now: datetime) -> int
     if sub["kind"] != "paid" or sub["status"] not in ("active", "grace", "cancelled"):
         raise TransitionRefused(subscription_id, f"cannot refund a {sub['kind']} {sub['status']} "
                                 "subscription")
-    paid: Any = conn.execute(SQL["paid_for"], {"id": subscription_id}).fetchone()
     _end(conn, sub, ended_at=now, event="refunded", now=now)
+    return _credit_payments(conn, sub, reason="refund", now=now)
+
+
+def _credit_payments(conn: Connection[Any], sub: dict[str, Any], *, reason: str,
+                     now: datetime) -> int:
+    """Credit what was paid for the subscription (purchase and renewals) back, once."""
+    paid: Any = conn.execute(SQL["paid_for"], {"id": sub["id"]}).fetchone()
     if paid["paid"] > 0:
-        ledger.post(conn, sub["user_id"], int(paid["paid"]), reason="refund",
-                    ref=f"subscription:{subscription_id}", now=now)
+        ledger.post(conn, sub["user_id"], int(paid["paid"]), reason=reason,
+                    ref=f"subscription:{sub['id']}", now=now)
     return int(paid["paid"])
 
 

@@ -6,12 +6,14 @@ from subscriptions where id = %(id)s for update
 -- Current subscriptions whose §3a expiry is due at now, keyset by id.
 select s.id, s.user_id from subscriptions s
 where s.id > %(after)s
-  and s.status in ('active', 'cancelled', 'grace')
-  and s.expires_at <= %(now)s
-  and (s.kind = 'trial'
-       or s.status = 'cancelled'
-       or (s.status = 'active' and not s.auto_renew)
-       or (s.status = 'grace' and s.expires_at + %(grace)s <= %(now)s))
+  and ((s.status in ('active', 'cancelled', 'grace')
+        and s.expires_at <= %(now)s
+        and (s.kind = 'trial'
+             or s.status = 'cancelled'
+             or (s.status = 'active' and not s.auto_renew)
+             or (s.status = 'grace' and s.expires_at + %(grace)s <= %(now)s)))
+       or (s.status = 'pending' and s.kind = 'paid'
+           and s.started_at + %(activation_deadline)s <= %(now)s))
 order by s.id limit %(limit)s
 
 -- name: expire
@@ -79,3 +81,8 @@ returning status
 -- name: paid_for
 select coalesce(sum(amount), 0) as paid from payments
 where subscription_id = %(id)s and kind in ('purchase', 'renewal')
+
+-- name: notify
+insert into notifications (user_id, kind, idempotency_key, payload, created_at)
+values (%(user_id)s, %(kind)s, %(key)s, %(payload)s, %(now)s)
+on conflict (idempotency_key) do nothing

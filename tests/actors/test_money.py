@@ -21,13 +21,16 @@ def test_a_telegram_top_up_message_credits_once_and_an_unknown_purchase_is_archi
         actors.money.finalize_purchase.send(purchase, "telegram", "tg-actor", 300, "USD")
     actors.money.finalize_purchase.send(999_001, "telegram", "tg-lost", 300, "USD")
     actors.money.finalize_purchase.send(purchase, "telegram", "tg-bad", 300, "usd")
+    actors.money.finalize_purchase.send(purchase, "telegram", "tg-neg", -300, "USD")
     broker.join("payments", fail_fast=False)
     with pool.connection() as conn:
         assert conn.execute("select balance from users where id = %s", (user,)).fetchone()[
             "balance"] == 300
-    dead = eventually(lambda: len(rows := dead_letters(pool)) == 2 and rows, timeout=10,
-                      what="two dead letters")
-    assert sorted(r["reason"] for r in dead) == ["invalid_arguments", "permanent_error"]
+    dead = eventually(lambda: len(rows := dead_letters(pool)) == 3 and rows, timeout=10,
+                      what="three dead letters")
+    assert sorted(r["reason"] for r in dead) == ["invalid_arguments", "invalid_arguments",
+                                                 "permanent_error"]
+    assert any("amount must be positive" in (r["exception"] or "") for r in dead)
     assert any("no purchase with id 999001" in (r["exception"] or "") for r in dead)
 
 

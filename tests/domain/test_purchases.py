@@ -259,3 +259,24 @@ def test_a_referral_reward_already_posted_is_not_posted_again(pool, sent):
     second = given(pool, lambda c: make.purchase(c, user))
     assert finalize(pool, Payment(second, "telegram", "tg-r2", 500, "USD")).outcome == "paid"
     assert balance(pool, referrer) == 100
+
+
+def test_a_paid_row_still_pending_after_the_activation_deadline_expires_and_is_refunded(pool, sent):
+    user = given(pool, make.user)
+    p = given(pool, lambda c: make.purchase(c, user))
+    sub = finalize(pool, Payment(p, "telegram", "tg-act", 500, "USD")).subscription_id
+    with pool.connection() as conn:
+        assert lifecycle.due_expiries(conn, now=T + 23 * timedelta(hours=1),
+                                      billing_grace=timedelta(hours=72)) == []
+        due = lifecycle.due_expiries(conn, now=T + DAY, billing_grace=timedelta(hours=72))
+        conn.rollback()
+    assert due == [(sub, user)]
+    with pool.connection() as conn, transaction(conn):
+        ended = lifecycle.expire_if_due(conn, sub, user, now=T + DAY,
+                                        billing_grace=timedelta(hours=72))
+    assert ended.rule == "activation_deadline"
+    [row] = subs(pool, user)
+    assert row["status"] == "expired" and row["access_key"] is None and balance(pool, user) == 500
+    assert one(pool, "select kind from notifications where user_id = %s", user)["kind"] == \
+        "activation_failed"
+    assert ("tag_recordings", (user,)) in [(m.actor_name, m.args) for m in sent]
