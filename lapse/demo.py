@@ -20,7 +20,7 @@ from urllib.parse import urlparse, urlunparse
 
 import psycopg
 
-from domain import audits, invariants
+from domain import audits, invariants, ledger
 from lapse import clock, db, migrate, s3
 from lapse.config import Settings
 from lapse.simulation import Simulation
@@ -58,12 +58,14 @@ def populate(conn: Any, *, users: int, seed: int, now: Any) -> dict[str, int]:
                          "key": uuid.uuid4(), "ended": None, "renew": False})
             counts["trial"] += 1
         elif roll < 0.65:
-            start = now - timedelta(days=rng.randint(0, 25))
+            start = now - timedelta(days=rng.randint(0, 29))
             status = "cancelled" if rng.random() < 0.25 else "active"
             conn.execute(SQL["subscription"], {"user_id": user, "kind": "paid", "status": status,
                          "plan": "month", "start": start, "end": start + timedelta(days=30),
                          "key": uuid.uuid4(), "ended": None, "renew": status == "active"})
             counts["paid" if status == "active" else "cancelled"] += 1
+            if rng.random() < 0.6:  # enough balance for an auto-renewal, through the ledger
+                ledger.post(conn, user, 1000, reason="demo_topup", ref="seed", now=now)
             owners.append(user)
         elif roll < 0.8:
             start = now - timedelta(days=rng.randint(31, 90))
@@ -116,7 +118,7 @@ def run(config: Settings, *, users: int, days: int, seed: int) -> int:
         store.put_all(keys, b"demo audio")
         print("population:", ", ".join(f"{k}={v}" for k, v in counts.items()),
               f"(audio uploaded: {len(keys)})")
-        simulation = Simulation(db.pool(), store, actors.broker, start)
+        simulation = Simulation(db.pool(), store, actors.broker, start, money=True)
         try:
             for day in range(days):
                 recorded = [simulation.record(rng.randint(1, users)) for _ in range(users // 5)]
@@ -147,6 +149,8 @@ def _report(config: Settings, store: s3.S3RecordingStore, now: Any) -> int:
     drift = audits.s3_drift(recordings, store, pending=pending)
     for r in results:
         print(f"  {'ok  ' if r.ok else 'FAIL'}  {r.name:32} {r.meaning}")
+    print(f"subscriptions: {tagged['renewals']} renewed from the balance, {tagged['grace']} in "
+          f"billing grace (balance too low), {tagged['expired']} expired")
     print(f"recordings: {tagged['kept']} kept, {tagged['tagged']} tagged for deletion, "
           f"{tagged['purged']} purged, {tagged['refused']} refused by the gate")
     oldest = leaks.oldest_leak_age

@@ -35,6 +35,7 @@ class Simulation:
     broker: Any
     now: datetime
     off: set[str] = field(default_factory=set)  # sweeps switched off
+    money: bool = False  # also run auto-renewal at each step (the demo)
     delayed: list[tuple[datetime, int, PendingMessage]] = field(default_factory=list)
     retries: dict[int, int] = field(default_factory=dict)
     dead: list[PendingMessage] = field(default_factory=list)
@@ -90,6 +91,8 @@ class Simulation:
                 observe(self)
 
     def _due_sweeps(self, after: datetime, until: datetime) -> Iterable[str]:
+        if self.money and "auto_renewals" not in self.off:
+            yield "auto_renewals"
         if "fast_expiry" not in self.off:
             yield "fast_expiry"
         for name, due in (("lapses", _crossed(after, until, minute=0)),

@@ -30,5 +30,8 @@ select audio_key from recordings where has_audio
 select count(*) filter (where has_audio) as kept,
        count(*) filter (where deletion_tagged_at is not null and audio_purged_at is null) as tagged,
        count(*) filter (where audio_purged_at is not null) as purged,
-       count(*) filter (where audio_key is null) as refused
+       count(*) filter (where audio_key is null) as refused,
+       (select count(*) from payments where kind = 'renewal') as renewals,
+       (select count(*) from subscriptions where status = 'grace') as grace,
+       (select count(*) from subscriptions where status = 'expired') as expired
 from recordings
