@@ -15,11 +15,13 @@ the billing grace ends (then fast expiry ends it).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
@@ -28,6 +30,7 @@ from lapse.faults import fault_point
 from lapse.sql import queries
 
 SQL = queries(__file__, "renewals")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,11 @@ def _renew_one(conn: Connection[Any], sub: Any, now: datetime) -> str:
         return "renewed"
     except ledger.InsufficientBalance:
         return _cannot_pay(conn, sub, params, now)
+    except psycopg.errors.IntegrityError as error:
+        # the savepoint undid this one; the rest of the batch carries on
+        logger.error("renewal of subscription %s refused by the database: %s", sub["id"],
+                     error.diag.message_primary)
+        return "failed"
 
 
 def _cannot_pay(conn: Connection[Any], sub: Any, params: dict[str, Any], now: datetime) -> str:

@@ -149,3 +149,19 @@ def _count(stdout: str, key: str) -> int:
         if line.strip().startswith(f"{key}:"):
             return int(line.split(":")[1])
     return 0
+
+
+def test_one_renewal_the_database_refuses_does_not_undo_the_others(pool):
+    good = paying(pool, balance=900, ends=T + HOUR)
+
+    def build(conn):
+        make.plan(conn, "day", days=1, price=100)
+        user = make.user(conn)
+        make.credit(conn, user, 500)
+        # two days into grace on a one-day plan: the renewed period would end before now
+        return make.subscription(conn, user, status="grace", plan_code="day",
+                                 started_at=T - 5 * DAY, expires_at=T - 2 * DAY, auto_renew=True)
+    bad = given(pool, build)
+    assert sweep(pool) == {"renewed": 1, "failed": 1}
+    assert state(pool, good)["payments"] == 1
+    assert state(pool, bad)["payments"] == 0 and state(pool, bad)["balance"] == 500
