@@ -107,7 +107,9 @@ def _prepare_root(pgdata: Path) -> None:
                        capture_output=True)
         entry = pwd.getpwnam(SYSTEM_USER)
     install = _install_dir()
-    _open_for_traversal(pgdata)
+    # Only the folders above pgdata are opened: PostgreSQL refuses a data
+    # directory readable by others (it must be 0700 or 0750).
+    _open_for_traversal(pgdata.parent)
     _open_for_traversal(install)
     for folder, _, files in os.walk(install):
         Path(folder).chmod(0o755)
@@ -118,6 +120,7 @@ def _prepare_root(pgdata: Path) -> None:
         os.chown(folder, entry.pw_uid, entry.pw_gid)
         for name in files:
             os.chown(Path(folder) / name, entry.pw_uid, entry.pw_gid)
+    pgdata.chmod(0o700)
 
 
 def _running_port(home: Path, pgdata: Path) -> int | None:
@@ -130,11 +133,16 @@ def _running_port(home: Path, pgdata: Path) -> int | None:
     except (ValueError, IndexError, ProcessLookupError):
         return None
     port = int(port_file.read_text())
+    return port if port_answers(port) else None
+
+
+def port_answers(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:port."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return port
+            return True
     except OSError:
-        return None
+        return False
 
 
 def ensure_running(home: Path) -> str:

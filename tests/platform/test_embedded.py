@@ -40,3 +40,11 @@ def test_embedded_server_starts_is_reused_and_stops(tmp_path):
         stopped = lapse("embedded", "stop", env=env)
     assert stopped.stdout.strip() == "stopped"
     assert lapse("embedded", "stop", env=env).stdout.strip() == "not running"
+    # a stopped server starts again on its existing data directory
+    restarted = lapse("embedded", "url", env=env, timeout=120)
+    try:
+        assert restarted.returncode == 0, restarted.stderr
+        with psycopg.connect(restarted.stdout.strip()) as conn:
+            assert conn.execute("select count(*) from schema_migrations").fetchone()[0] >= 1
+    finally:
+        assert lapse("embedded", "stop", env=env).stdout.strip() == "stopped"
