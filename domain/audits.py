@@ -95,6 +95,11 @@ class S3Report:
         return not self.drift
 
 
+def recordings_page(conn: Connection[Any], *, after: int, limit: int = 1000) -> list[dict[str, Any]]:
+    """Recordings with an audio key and an id above ``after``, in id order."""
+    return conn.execute(SQL["recordings_page"], {"after": after, "limit": limit}).fetchall()
+
+
 def recordings_to_check(conn: Connection[Any], *, sample: int | None,
                         page: int = 1000) -> Iterable[dict[str, Any]]:
     """All recordings with an audio key (keyset pages), or a random sample of them."""
@@ -102,7 +107,7 @@ def recordings_to_check(conn: Connection[Any], *, sample: int | None,
         yield from conn.execute(SQL["recordings_sample"], {"sample": sample})
         return
     after = 0
-    while rows := conn.execute(SQL["recordings_page"], {"after": after, "limit": page}).fetchall():
+    while rows := recordings_page(conn, after=after, limit=page):
         yield from rows
         after = rows[-1]["id"]
 
@@ -113,9 +118,12 @@ def pending_keys(conn: Connection[Any]) -> set[str]:
 
 
 def s3_drift(recordings: Iterable[dict[str, Any]], store: RecordingStore, *,
-             pending: set[str], keep_samples: int = 20) -> S3Report:
-    """R9: tagged ⇒ tag present; has_audio ⇒ object present and untagged; purged ⇒ object gone."""
-    report = S3Report()
+             pending: set[str], keep_samples: int = 20, report: S3Report | None = None) -> S3Report:
+    """R9: tagged ⇒ tag present; has_audio ⇒ object present and untagged; purged ⇒ object gone.
+
+    Pass the ``report`` of earlier pages to add this page's findings to it.
+    """
+    report = report or S3Report()
     for rec in recordings:
         report.checked += 1
         if rec["audio_key"] in pending:

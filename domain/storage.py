@@ -53,8 +53,8 @@ class RecordingStore(Protocol):
     def inspect(self, key: str) -> ObjectState:
         """Whether the object exists and carries the deletion tag."""
 
-    def supports_batch_jobs(self) -> bool:
-        """True when large tagging sets go through S3 Batch Operations (R7)."""
+    def wants_batch_job(self, key_count: int) -> bool:
+        """True when tagging this many keys goes through S3 Batch Operations (R7)."""
 
     def start_tagging_job(self, batch_id: int, keys: Sequence[str]) -> str:
         """Upload a manifest of ``keys`` and start a Batch Operations tagging job; return its id."""

@@ -81,8 +81,11 @@ def install_sender(sender: Sender | None) -> Sender:
 
 
 @contextmanager
-def transaction(conn: Connection[Any]) -> Iterator[Connection[Any]]:
-    """``conn.transaction()`` that sends the messages queued inside it after the outermost commit."""
+def transaction(conn: Connection[Any], *, dry_run: bool = False) -> Iterator[Connection[Any]]:
+    """``conn.transaction()`` that sends the messages queued inside it after the outermost commit.
+
+    ``dry_run`` rolls the transaction back at the end and drops what it queued.
+    """
     with _lock:
         stack = _stacks.setdefault(conn, [])
         if not stack and conn.info.transaction_status != TransactionStatus.IDLE:
@@ -93,12 +96,16 @@ def transaction(conn: Connection[Any]) -> Iterator[Connection[Any]]:
         stack.append([])
     outermost = len(stack) == 1
     try:
-        with conn.transaction():
+        with conn.transaction(force_rollback=dry_run):
             yield conn
     except BaseException:
         with _lock:
             stack.pop()
         raise
+    if dry_run:
+        with _lock:
+            stack.pop()
+        return
     if outermost:
         fault_point("after_commit.committed")  # committed, follow-up messages not sent yet
     with _lock:

@@ -86,8 +86,20 @@ def s3(args: argparse.Namespace, config: Settings, pool: Any) -> int:
     store = adapter.store()
     with pool.connection() as conn:
         pending = audits.pending_keys(conn)
-        recordings = list(audits.recordings_to_check(conn, sample=args.sample))
-    report = audits.s3_drift(recordings, store, pending=pending)
+        chosen = list(audits.recordings_to_check(conn, sample=args.sample)) if args.sample else []
+    if args.sample:
+        report = audits.s3_drift(chosen, store, pending=pending)
+    else:
+        # Page by page, holding no connection during the S3 calls and never
+        # the whole table in memory.
+        report, after = audits.S3Report(), 0
+        while True:
+            with pool.connection() as conn:
+                page = audits.recordings_page(conn, after=after)
+            if not page:
+                break
+            audits.s3_drift(page, store, pending=pending, report=report)
+            after = page[-1]["id"]
     if args.json:
         print(json.dumps({"checked": report.checked, "pending": report.pending,
                           "drift": dict(report.drift), "samples": report.samples,

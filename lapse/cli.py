@@ -181,7 +181,6 @@ def cmd_db(args: argparse.Namespace, config: Settings) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, config: Settings) -> int:
-    import actors  # noqa: F401  (registers the actors the sweep fans out to)
     from lapse import sweeps
     from lapse.inline import inline
 

@@ -143,16 +143,16 @@ def _report(config: Settings, store: s3.S3RecordingStore, now: Any) -> int:
                                               alert_age=config.leak_alert_age)
         leaks = audits.leak_report(conn, now=now, since=now - timedelta(days=90),
                                    max_age=config.leak_alert_age, billing_grace=config.billing_grace)
-        tagged: Any = conn.execute(SQL["summary"]).fetchone()
+        summary: Any = conn.execute(SQL["summary"]).fetchone()
         recordings = list(audits.recordings_to_check(conn, sample=None))
         pending = audits.pending_keys(conn)
     drift = audits.s3_drift(recordings, store, pending=pending)
     for r in results:
         print(f"  {'ok  ' if r.ok else 'FAIL'}  {r.name:32} {r.meaning}")
-    print(f"subscriptions: {tagged['renewals']} renewed from the balance, {tagged['grace']} in "
-          f"billing grace (balance too low), {tagged['expired']} expired")
-    print(f"recordings: {tagged['kept']} kept, {tagged['tagged']} tagged for deletion, "
-          f"{tagged['purged']} purged, {tagged['refused']} refused by the gate")
+    print(f"subscriptions: {summary['renewals']} renewed from the balance, {summary['grace']} in "
+          f"billing grace (balance too low), {summary['expired']} expired")
+    print(f"recordings: {summary['kept']} kept, {summary['tagged']} tagged for deletion, "
+          f"{summary['purged']} purged, {summary['refused']} refused by the gate")
     oldest = leaks.oldest_leak_age
     print(f"leak audit: {len(leaks.leaked_users)} leaked users, oldest leak "
           f"{'none' if oldest is None else f'{oldest.total_seconds() / 3600:.1f} h'}, "

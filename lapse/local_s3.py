@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from lapse.embedded import EmbeddedError, _free_port, _locked
+from lapse.embedded import EmbeddedError, _free_port, _locked, port_answers
 
 
 def session() -> Any:
@@ -35,11 +34,7 @@ def _running_port(home: Path) -> int | None:
         os.kill(pid, 0)
     except (FileNotFoundError, ValueError, ProcessLookupError):
         return None
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return port
-    except OSError:
-        return None
+    return port if port_answers(port) else None
 
 
 def ensure_running(home: Path) -> str:
@@ -64,11 +59,9 @@ def _wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 30) 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise EmbeddedError(f"the local S3 server exited with code {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
+        if port_answers(port):
+            return
+        time.sleep(0.1)
     process.kill()
     raise EmbeddedError(f"the local S3 server did not listen on port {port} within {timeout}s")
 

@@ -27,8 +27,7 @@ def sweep_auto_renewals(pool: ConnectionPool, context: SweepContext) -> dict[str
     counts: Counter[str] = Counter()
     after = int((context.cursor or {}).get("after", 0))
     while True:
-        with pool.connection() as conn, (conn.transaction(force_rollback=True) if context.dry_run
-                                         else transaction(conn)):
+        with pool.connection() as conn, transaction(conn, dry_run=context.dry_run):
             batch = renewals.renew_due_batch(conn, now=context.now, window=window, after=after,
                                              limit=BATCH)
         fault_point("renewal.batch_committed")
@@ -61,8 +60,7 @@ def sweep_crypto_payments(pool: ConnectionPool, context: SweepContext) -> dict[s
             return dict(counts)
         found = {i.invoice_id: i for i in crypto_pay.port().get_invoices(
             [p["provider_invoice_id"] for p in page])}
-        with pool.connection() as conn, (conn.transaction(force_rollback=True) if context.dry_run
-                                         else transaction(conn)):
+        with pool.connection() as conn, transaction(conn, dry_run=context.dry_run):
             for purchase in page:
                 counts[_watch(conn, purchase, found.get(purchase["provider_invoice_id"]),
                               context, ttl)] += 1

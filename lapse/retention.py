@@ -14,6 +14,7 @@ in the state of the latest decision.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -51,29 +52,30 @@ class JobRunning(RetryableError):
 def tag_user(pool: ConnectionPool, store: RecordingStore, user_id: int, *, now: datetime,
              config: Settings) -> retention.Decision:
     """R3: decide, then apply the user's pending batches. A ``retry`` decision is the caller's to schedule."""
-    with pool.connection() as conn, transaction(conn):
-        decision = retention.decide_tagging(conn, user_id, now=now, settle=config.settle,
-                                            billing_grace=config.billing_grace)
-    apply_user_batches(pool, store, user_id)
-    return decision
+    return _decide_then_apply(pool, store, user_id, lambda conn: retention.decide_tagging(
+        conn, user_id, now=now, settle=config.settle, billing_grace=config.billing_grace))
 
 
 def restore_user(pool: ConnectionPool, store: RecordingStore, user_id: int, *, now: datetime,
                  config: Settings) -> retention.Decision:
     """R5: restore an entitled user's tagged recordings, then apply the user's pending batches."""
-    with pool.connection() as conn, transaction(conn):
-        decision = retention.decide_restore(conn, user_id, now=now,
-                                            billing_grace=config.billing_grace)
-    apply_user_batches(pool, store, user_id)
-    return decision
+    return _decide_then_apply(pool, store, user_id, lambda conn: retention.decide_restore(
+        conn, user_id, now=now, billing_grace=config.billing_grace))
 
 
 def purge_user(pool: ConnectionPool, store: RecordingStore, user_id: int, *, now: datetime,
                config: Settings) -> retention.Decision:
     """R6: purge recordings tagged longer than the purge window, unless the user is entitled again."""
+    return _decide_then_apply(pool, store, user_id, lambda conn: retention.decide_purge(
+        conn, user_id, now=now, purge_after=config.purge_after,
+        billing_grace=config.billing_grace))
+
+
+def _decide_then_apply(pool: ConnectionPool, store: RecordingStore, user_id: int,
+                       decide: Callable[[Any], retention.Decision]) -> retention.Decision:
+    """One decision in its own transaction, committed; then the user's batches applied to S3."""
     with pool.connection() as conn, transaction(conn):
-        decision = retention.decide_purge(conn, user_id, now=now, purge_after=config.purge_after,
-                                          billing_grace=config.billing_grace)
+        decision = decide(conn)
     apply_user_batches(pool, store, user_id)
     return decision
 
@@ -110,8 +112,7 @@ def _apply(pool: ConnectionPool, store: RecordingStore, batch: dict[str, Any]) -
 def _run(pool: ConnectionPool, store: RecordingStore, batch: dict[str, Any]) -> list[str]:
     keys: list[str] = list(batch["keys"])
     try:
-        if batch["action"] == "tag" and store.supports_batch_jobs() and (
-                len(keys) > getattr(store, "batch_threshold", len(keys)) or batch["s3_job_id"]):
+        if batch["action"] == "tag" and (batch["s3_job_id"] or store.wants_batch_job(len(keys))):
             _run_job(pool, store, batch)
             return []
         action = {"tag": store.tag, "untag": store.untag, "purge": store.delete}[batch["action"]]

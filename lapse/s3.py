@@ -119,22 +119,19 @@ class S3RecordingStore:
             self.client.delete_object_tagging(Bucket=self.bucket, Key=key)
 
     def _tag_one(self, key: str) -> bool:
-        try:
-            tags = self._tags(key)
-            if tags.get(DELETION_TAG_KEY) != DELETION_TAG_VALUE:
-                self._write_tags(key, tags | {DELETION_TAG_KEY: DELETION_TAG_VALUE})
-        except ClientError as error:
-            if _missing(error):
-                return False
-            raise
-        return True
+        return self._retag(key, lambda tags: tags | {DELETION_TAG_KEY: DELETION_TAG_VALUE})
 
     def _untag_one(self, key: str) -> bool:
+        return self._retag(key, lambda tags: {k: v for k, v in tags.items()
+                                              if k != DELETION_TAG_KEY})
+
+    def _retag(self, key: str, change: Callable[[dict[str, str]], dict[str, str]]) -> bool:
+        """Read the object's tags, write ``change(tags)`` back only if it differs; False if missing."""
         try:
             tags = self._tags(key)
-            if DELETION_TAG_KEY in tags:
-                del tags[DELETION_TAG_KEY]
-                self._write_tags(key, tags)
+            changed = change(tags)
+            if changed != tags:
+                self._write_tags(key, changed)
         except ClientError as error:
             if _missing(error):
                 return False
@@ -153,8 +150,9 @@ class S3RecordingStore:
 
     # -- S3 Batch Operations (R7) --------------------------------------------
 
-    def supports_batch_jobs(self) -> bool:
-        return self.batch_role_arn is not None and self.account_id is not None
+    def wants_batch_job(self, key_count: int) -> bool:
+        return (self.batch_role_arn is not None and self.account_id is not None
+                and key_count > self.batch_threshold)
 
     def start_tagging_job(self, batch_id: int, keys: Sequence[str]) -> str:
         manifest_key = f"{MANIFEST_PREFIX}batch-{batch_id}.csv"

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
-
-
-def given(pool: Any, build: Callable[[Any], Any]) -> Any:
-    """Insert rows with the factories, committed."""
-    with pool.connection() as conn:
-        result = build(conn)
-        conn.commit()
-    return result
 
 
 def recordings(pool: Any, user_id: int) -> list[dict[str, Any]]:

@@ -13,9 +13,10 @@ from lapse import clock
 from lapse import retention as flows
 from lapse.config import settings
 from tests.actors.conftest import dead_letters
-from tests.actors.retention_support import T0, batches, given, recordings
+from tests.actors.retention_support import T0, batches, recordings
 from tests.conftest import eventually
 from tests.support import factories as make
+from tests.support.factories import given
 
 DAY, HOUR = timedelta(days=1), timedelta(hours=1)
 

@@ -15,8 +15,9 @@ import pytest
 from domain import entitlement, lifecycle
 from domain.retention import lock_user, request_restore
 from lapse.config import settings
-from tests.actors.retention_support import T0, given, recordings
+from tests.actors.retention_support import T0, recordings
 from tests.support import factories as make
+from tests.support.factories import given
 
 DAY, HOUR, MINUTES_15 = timedelta(days=1), timedelta(hours=1), timedelta(minutes=15)
 BOUND = HOUR + MINUTES_15  # one hourly sweep_lapses period plus one clock step

@@ -11,6 +11,7 @@ from domain import lifecycle, purchases
 from domain.purchases import Invoice, Payment
 from lapse.after_commit import transaction
 from tests.support import factories as make
+from tests.support.factories import given
 
 T = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -20,13 +21,6 @@ def finalize(pool, payment, invoice=None, reward=100):
     with pool.connection() as conn, transaction(conn):
         return purchases.finalize_purchase(conn, payment, now=T, referral_reward=reward,
                                            invoice=invoice)
-
-
-def given(pool, build):
-    with pool.connection() as conn:
-        result = build(conn)
-        conn.commit()
-    return result
 
 
 def one(pool, sql, *params):

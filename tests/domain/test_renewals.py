@@ -13,16 +13,10 @@ from domain import renewals
 from lapse.after_commit import transaction
 from tests.conftest import ROOT
 from tests.support import factories as make
+from tests.support.factories import given
 
 T = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 DAY, HOUR, WINDOW = timedelta(days=1), timedelta(hours=1), timedelta(hours=12)
-
-
-def given(pool, build):
-    with pool.connection() as conn:
-        result = build(conn)
-        conn.commit()
-    return result
 
 
 def sweep(pool, now=T):

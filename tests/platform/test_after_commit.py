@@ -25,6 +25,18 @@ def test_nothing_sent_on_rollback(pool, sent):
     assert sent == []
 
 
+def test_a_dry_run_rolls_back_and_sends_nothing(pool, sent):
+    with pool.connection() as conn:
+        with transaction(conn, dry_run=True):
+            conn.execute("insert into users (telegram_id) values (4242)")
+            send_after_commit(conn, "tag_recordings", 7)
+        assert conn.execute("select count(*) as n from users").fetchone()["n"] == 0
+        conn.rollback()
+        with transaction(conn):
+            send_after_commit(conn, "tag_recordings", 8)
+    assert [(m.actor_name, m.args) for m in sent] == [("tag_recordings", (8,))]
+
+
 def test_nothing_sent_when_commit_itself_fails(pool, sent):
     with pool.connection() as conn:
         with pytest.raises(psycopg.errors.CheckViolation), transaction(conn):

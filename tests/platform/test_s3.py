@@ -65,7 +65,7 @@ def test_a_large_set_starts_a_batch_operations_tagging_job_with_manifest_role_ta
         control.add_response("describe_job", {"Job": {"JobId": "job-1", "Status": status}},
                              {"AccountId": "123456789012", "JobId": "job-1"})
     with client, control:
-        assert store.supports_batch_jobs()
+        assert store.wants_batch_job(3) and not store.wants_batch_job(2)
         assert store.start_tagging_job(42, keys) == "job-1"
         assert store.tagging_job_state("job-1") == JobState.RUNNING
         assert store.tagging_job_state("job-1") == JobState.COMPLETE

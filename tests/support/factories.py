@@ -10,6 +10,14 @@ from psycopg import Connection
 from psycopg.rows import tuple_row
 
 
+def given(pool: Any, build: Any) -> Any:
+    """Run ``build(conn)`` (factories) on a pooled connection and commit: rows for tests that commit."""
+    with pool.connection() as conn:
+        result = build(conn)
+        conn.commit()
+    return result
+
+
 def _insert_returning_id(conn: Connection[Any], sql: str, params: Any) -> int:
     with conn.cursor(row_factory=tuple_row) as cursor:
         row = cursor.execute(sql, params).fetchone()
