@@ -1,14 +1,12 @@
 """Lapse's Dramatiq actors. Importing this package configures the broker.
 
-``dramatiq actors`` starts a worker; ``periodiq actors schedules`` the
-scheduler. ``broker`` is what both CLIs look up in this module.
+``dramatiq actors`` starts a worker; ``TZ=UTC periodiq actors schedules`` the
+scheduler. ``broker`` is what both CLIs look up in this module. The tick
+triggers (``actors/ticks.py``) are registered here too, so the worker can run
+them; ``schedules.py`` imports this package, never the other way round.
 """
 
-from actors import access, money, notifications, retention, sweeps
-from lapse.brokers import broker
+from actors import access, money, notifications, retention, sweeps, ticks
+from lapse.platform.brokers import broker
 
-__all__ = ["access", "broker", "money", "notifications", "retention", "sweeps"]
-
-# The trigger actors live in schedules.py (periodiq's side); the worker must
-# know them too, so importing the actors imports the schedules.
-import schedules  # noqa: E402, F401
+__all__ = ["access", "broker", "money", "notifications", "retention", "sweeps", "ticks"]

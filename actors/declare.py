@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import dramatiq
 
 from domain.errors import InvalidArguments, PermanentError
-from lapse.brokers import broker
+from lapse.platform.brokers import broker
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,7 +82,7 @@ def lapse_actor(
 
     The broker is passed explicitly: relying on dramatiq's global broker would
     silently bind an actor to a default Redis broker if a module were imported
-    before ``lapse.brokers``.
+    before ``lapse.platform.brokers``.
     """
 
     def decorate(fn: F) -> dramatiq.Actor[Any, Any]:

@@ -14,10 +14,12 @@ from typing import Any, Literal
 from actors.declare import lapse_actor
 from domain import purchases
 from domain.errors import InvalidArguments
-from lapse import clock, crypto_pay, db, money_sweeps
-from lapse.after_commit import transaction
-from lapse.config import settings
-from lapse.faults import fault_point
+from lapse.flows import money_sweeps
+from lapse.platform import clock, db
+from lapse.platform.after_commit import transaction
+from lapse.platform.config import settings
+from lapse.platform.faults import fault_point
+from lapse.ports import crypto_pay
 
 logger = logging.getLogger(__name__)
 _CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")

@@ -1,6 +1,6 @@
 """Recording retention actors (SPEC §4): ``tag_recordings`` (R3) and ``restore_recordings`` (R5).
 
-Thin: each runs one flow of ``lapse.retention`` (a decision in one short
+Thin: each runs one flow of ``lapse.flows.recordings`` (a decision in one short
 transaction under the user lock, then the user's batches applied to S3) and
 turns a ``retry`` decision into a ``dramatiq.Retry`` with its delay. The
 retry count is shared: a user who is entitled again at each retry (flapping)
@@ -15,9 +15,10 @@ from datetime import timedelta
 import dramatiq
 
 from actors.declare import lapse_actor
-from lapse import clock, db, s3
-from lapse import retention as flows
-from lapse.config import settings
+from lapse.flows import recordings as flows
+from lapse.platform import clock, db
+from lapse.platform.config import settings
+from lapse.ports import s3
 
 logger = logging.getLogger(__name__)
 MAX_DELAY = timedelta(days=7) - timedelta(minutes=1)  # Dramatiq's cap on a delay

@@ -1,34 +1,83 @@
-"""One ``sweep_<name>`` actor per periodic sweep (SPEC §9), plus the tick triggers' claim.
+"""One ``sweep_<name>`` actor per periodic sweep (SPEC §9), each written out.
 
-The scheduler's trigger actors (``schedules.py``) claim a tick and send these
-after commit; ``lapse sweep NAME`` runs the same code inline.
+The tick triggers (``actors/ticks.py``) claim a tick and send these after
+commit; ``lapse sweep NAME`` runs the same code inline. A sweep that ran out
+of its time budget sends itself again with ``cursor``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import dramatiq
-
 from actors.declare import lapse_actor
-from lapse import clock, db
-from lapse import sweeps as registry
-from lapse.config import settings
+from lapse.flows import sweeps
+from lapse.platform import clock, db
+from lapse.platform.config import settings
+
+SWEEP_OPTIONS: dict[str, Any] = {"queue_name": "sweeps", "max_retries": 3, "time_limit": 600_000}
 
 
-def _sweep_actor(sweep: registry.Sweep) -> dramatiq.Actor[Any, Any]:
-    def run(tick_minute: str | None = None, cursor: dict | None = None) -> None:  # type: ignore[type-arg]
-        tick = clock.parse_time(tick_minute) if tick_minute else None
-        registry.run_sweep(db.pool(), sweep.name, now=clock.now(), tick_minute=tick,
-                           cursor=cursor, budget_seconds=settings().sweep_budget_seconds)
-
-    run.__name__ = run.__qualname__ = sweep.actor_name
-    run.__doc__ = f"Run the {sweep.name} sweep once (cron {sweep.cron!r} UTC)." + (
-        f" Not implemented yet ({sweep.pending}): records the run and does no work."
-        if sweep.body is None else "")
-    return lapse_actor(queue_name="sweeps", max_retries=3, time_limit=600_000)(run)
+def _run(name: str, tick_minute: str | None, cursor: dict[str, Any] | None) -> None:
+    tick = clock.parse_time(tick_minute) if tick_minute else None
+    sweeps.run_sweep(db.pool(), name, now=clock.now(), tick_minute=tick, cursor=cursor,
+                     budget_seconds=settings().sweep_budget_seconds)
 
 
-SWEEP_ACTORS = {sweep.name: _sweep_actor(sweep) for sweep in registry.SWEEPS.values()}
-globals().update({sweep.actor_name: SWEEP_ACTORS[sweep.name]
-                  for sweep in registry.SWEEPS.values()})
+@lapse_actor(**SWEEP_OPTIONS)
+def sweep_lapses(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
+    """Hourly: request tagging for every user an entitlement source ended for (R2)."""
+    _run("lapses", tick_minute, cursor)
+
+
+@lapse_actor(**SWEEP_OPTIONS)
+def sweep_retention(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
+    """Daily 01:30: reconcile recordings with retention both ways, re-apply batches (R4)."""
+    _run("retention", tick_minute, cursor)
+
+
+@lapse_actor(**SWEEP_OPTIONS)
+def sweep_purge(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
+    """Daily 03:00: delete the objects of recordings tagged past the purge window (R6)."""
+    _run("purge", tick_minute, cursor)
+
+
+@lapse_actor(**SWEEP_OPTIONS)
+def sweep_auto_renewals(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
+    """Every 10 min: charge due auto-renewing subscriptions from the balance (M3)."""
+    _run("auto_renewals", tick_minute, cursor)
+
+
+@lapse_actor(**SWEEP_OPTIONS)
+def sweep_fast_expiry(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
+    """Every minute: expire subscriptions whose access ended (§3a, A2)."""
+    _run("fast_expiry", tick_minute, cursor)
+
+
+@lapse_actor(**SWEEP_OPTIONS)
+def sweep_activations(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
+    """Every minute: re-send lost activations, enforce the activation deadline (A1)."""
+    _run("activations", tick_minute, cursor)
+
+
+@lapse_actor(**SWEEP_OPTIONS)
+def sweep_crypto_payments(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
+    """Every minute: poll pending crypto invoices, credit or expire them (M4)."""
+    _run("crypto_payments", tick_minute, cursor)
+
+
+@lapse_actor(**SWEEP_OPTIONS)
+def sweep_trial_notifications(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
+    """Every 5 min: trial-ending notices (A4)."""
+    _run("trial_notifications", tick_minute, cursor)
+
+
+@lapse_actor(**SWEEP_OPTIONS)
+def sweep_reconcile(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
+    """Every 10 min: make every panel's clients match the database (A5)."""
+    _run("reconcile", tick_minute, cursor)
+
+
+@lapse_actor(**SWEEP_OPTIONS)
+def sweep_reminders(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
+    """Daily 10:00: reminders before a subscription that will not renew ends (A6)."""
+    _run("reminders", tick_minute, cursor)

@@ -22,14 +22,14 @@ def server_url() -> str:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
-    from lapse import embedded
+    from lapse.platform import embedded
 
     return embedded.ensure_running(Path(os.environ.get("LAPSE_HOME", ROOT / ".lapse")).resolve())
 
 
 def fresh_database(name: str) -> str:
     """Drop and create ``name`` on the server, migrate it, return its URL."""
-    from lapse import migrate
+    from lapse.platform import migrate
 
     base = urlparse(server_url())
     admin = urlunparse(base._replace(path="/postgres"))

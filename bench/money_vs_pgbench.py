@@ -56,10 +56,10 @@ def populate(url: str, rows: int) -> None:
 def worker(url: str, job: str, index: int, start_at: float) -> None:
     """One process: THREADS threads renewing (or finalizing) until nothing is left."""
     from domain import purchases, renewals
-    from lapse import db
-    from lapse.after_commit import install_sender, transaction
-    from lapse.config import load_settings
-    from lapse.money_sweeps import BATCH
+    from lapse.flows.money_sweeps import BATCH
+    from lapse.platform import db
+    from lapse.platform.after_commit import install_sender, transaction
+    from lapse.platform.config import load_settings
 
     install_sender(lambda message: None)  # follow-up messages are not part of the measure
     pool = db.make_pool(url, load_settings(), size=THREADS + 1)

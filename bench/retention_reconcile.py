@@ -53,8 +53,8 @@ where not retention_holds(u.user_id, %(now)s, %(grace)s)
 DRY_RUN = """
 import json, sys
 from datetime import datetime
-from lapse import db, sweeps
-from lapse.config import load_settings
+from lapse.platform import db, sweeps
+from lapse.platform.config import load_settings
 pool = db.make_pool(sys.argv[1], load_settings(), size=2)
 counts = sweeps.run_sweep(pool, "retention", now=datetime.fromisoformat(sys.argv[2]),
                           dry_run=True, budget_seconds=float("inf"))
@@ -79,8 +79,8 @@ def main() -> None:
             row = conn.execute(LEAK_QUERY, {"now": NOW, "grace": GRACE}).fetchone()
             return int(row[0]) if row else 0
 
-    from lapse import db, sweeps
-    from lapse.config import load_settings
+    from lapse.platform import db, sweeps
+    from lapse.platform.config import load_settings
 
     pool = db.make_pool(url, load_settings(), size=2)
     result: dict[str, int] = {}

@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 
-from lapse import s3  # noqa: E402
-from lapse.embedded import _free_port  # noqa: E402
-from lapse.local_s3 import _wait_for  # noqa: E402
+from lapse.platform.embedded import _free_port  # noqa: E402
+from lapse.platform.local_s3 import _wait_for  # noqa: E402
+from lapse.ports import s3  # noqa: E402
 
 
 def store(url: str, concurrency: int) -> s3.S3RecordingStore:

@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import Connection
 
 from domain.storage import RecordingStore
-from lapse.sql import queries
+from lapse.platform.sql import queries
 
 SQL = queries(__file__, "audits")
 HISTORY = ("ever_trial", "ever_paid", "paid_ended_lt_30d", "paid_ended_30_90d",

@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg import Connection
 
-from lapse.sql import queries
+from lapse.platform.sql import queries
 
 SQL = queries(__file__, "invariants")
 SAMPLE = 20

@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import Connection
 
 from domain.errors import PermanentError, UnknownUser
-from lapse.sql import queries
+from lapse.platform.sql import queries
 
 SQL = queries(__file__, "ledger")
 

@@ -21,8 +21,8 @@ from psycopg.types.json import Jsonb
 from domain import ledger
 from domain.errors import PermanentError
 from domain.retention import lock_user, request_restore, request_tagging
-from lapse.after_commit import send_after_commit
-from lapse.sql import queries
+from lapse.platform.after_commit import send_after_commit
+from lapse.platform.sql import queries
 
 SQL = queries(__file__, "lifecycle")
 

@@ -21,8 +21,8 @@ from psycopg.types.json import Jsonb
 from domain import ledger, lifecycle
 from domain.errors import PermanentError
 from domain.retention import lock_user
-from lapse.faults import fault_point
-from lapse.sql import queries
+from lapse.platform.faults import fault_point
+from lapse.platform.sql import queries
 
 SQL = queries(__file__, "purchases")
 

@@ -26,8 +26,8 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from domain import ledger
-from lapse.faults import fault_point
-from lapse.sql import queries
+from lapse.platform.faults import fault_point
+from lapse.platform.sql import queries
 
 SQL = queries(__file__, "renewals")
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 A decision changes the database and writes a tagging batch: the keys whose
 S3 state must change. Applying batches to S3 happens after commit
-(``lapse.retention``), never inside the transaction. Every decision
+(``lapse.flows.recordings``), never inside the transaction. Every decision
 evaluates the SQL policy ``retention(u, now)`` at the moment of acting.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 from psycopg import Connection
 
 from domain.errors import UnknownUser
-from lapse.after_commit import send_after_commit
-from lapse.sql import queries
+from lapse.platform.after_commit import send_after_commit
+from lapse.platform.sql import queries
 
 SQL = queries(__file__, "retention")
 

@@ -1,6 +1,6 @@
 """The recording store port (S3): what retention needs from object storage, one method per action.
 
-The real adapter is ``lapse.s3.S3RecordingStore`` (boto3); tests run it
+The real adapter is ``lapse.ports.s3.S3RecordingStore`` (boto3); tests run it
 against a real local moto server, and test the Batch Operations path with
 botocore's Stubber because moto has no ``s3control create_job``.
 """

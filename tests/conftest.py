@@ -35,7 +35,7 @@ def _server_url() -> str:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
-    from lapse import embedded
+    from lapse.platform import embedded
 
     home = Path(os.environ.get("LAPSE_HOME", ROOT / ".lapse")).resolve()
     return embedded.ensure_running(home)
@@ -67,14 +67,14 @@ def drop_database(name: str) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    from lapse import migrate
+    from lapse.platform import migrate
 
     url = create_database(TEMPLATE, template=None)
     with psycopg.connect(url) as conn:
         migrate.migrate(conn)
     create_database(SHARED)
     os.environ["DATABASE_URL"] = with_database(SERVER, SHARED)
-    from lapse.config import reset_settings
+    from lapse.platform.config import reset_settings
 
     reset_settings()
 
@@ -91,8 +91,8 @@ def database() -> Iterator[str]:
 @pytest.fixture
 def pool(database: str) -> Iterator[Any]:
     """A poisoning pool on a fresh database, installed as the process's pool."""
-    from lapse import db
-    from lapse.config import load_settings
+    from lapse.platform import db
+    from lapse.platform.config import load_settings
 
     test_pool = db.make_pool(database, load_settings(), size=6, poisoning=True)
     previous = db.install_pool(test_pool)
@@ -106,7 +106,7 @@ def s3_server() -> Iterator[Any]:
     """A real moto S3 server on a free local port (in this process, so its objects outlive a stop())."""
     from moto.server import ThreadedMotoServer
 
-    from lapse.embedded import _free_port
+    from lapse.platform.embedded import _free_port
 
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -120,7 +120,7 @@ def s3_server() -> Iterator[Any]:
 @pytest.fixture
 def store(s3_server: Any) -> Iterator[Any]:
     """The boto3 adapter on a fresh bucket of the moto server, installed as the process's store."""
-    from lapse import s3
+    from lapse.ports import s3
 
     adapter = s3.S3RecordingStore(bucket=f"test-{uuid.uuid4().hex[:12]}", endpoint_url=s3_server.url,
                                   region="us-east-1", concurrency=8)
@@ -144,7 +144,7 @@ def conn() -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture
 def sent() -> Iterator[list[Any]]:
     """Messages sent after commit, recorded instead of reaching a broker."""
-    from lapse import after_commit
+    from lapse.platform import after_commit
 
     messages: list[Any] = []
     after_commit.install_sender(messages.append)

@@ -30,7 +30,7 @@ def dead_letters(pool) -> list[dict[str, Any]]:
 def sim(pool, store) -> Iterator[Any]:
     """A simulated clock at T0 driving the real sweeps and actors on this test's database and bucket."""
     import actors
-    from lapse.simulation import Simulation
+    from lapse.operator.simulation import Simulation
     from tests.actors.retention_support import T0
 
     simulation = Simulation(pool, store, actors.broker, T0)

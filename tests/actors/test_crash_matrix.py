@@ -105,14 +105,14 @@ def test_a_renewal_sweep_killed_at_every_step_charges_each_subscription_once_aft
         conn.commit()
     log = tmp_path / "faults.log"
     env = {"DATABASE_URL": database}
-    killed = run(["-m", "lapse.cli", "sweep", "auto_renewals"], env, point, log)
+    killed = run(["-m", "lapse.operator.cli", "sweep", "auto_renewals"], env, point, log)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert point in log.read_text().split()
     state = renewal_state(pool)
     partial = [s for s in state if s not in ((0, 500, False), (1, 0, True))]
     assert partial == [], partial  # each subscription: all of its renewal or none of it
     assert_invariants(pool)
-    retried = run(["-m", "lapse.cli", "sweep", "auto_renewals"], env)
+    retried = run(["-m", "lapse.operator.cli", "sweep", "auto_renewals"], env)
     assert retried.returncode == 0, retried.stderr[-2000:]
     assert renewal_state(pool) == [(1, 0, True)] * 30
     assert_invariants(pool)

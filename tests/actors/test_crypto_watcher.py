@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain import purchases
-from lapse import crypto_pay, sweeps
-from lapse.crypto_pay import CryptoPay, CryptoPayGarbage
-from lapse.inline import inline
+from lapse.flows import sweeps
+from lapse.flows.inline import inline
+from lapse.ports import crypto_pay
+from lapse.ports.crypto_pay import CryptoPay, CryptoPayGarbage
 from tests.support import factories as make
 from tests.support import fake_crypto_pay as fake
 

@@ -9,7 +9,8 @@ from dramatiq.middleware import CurrentMessage
 
 import actors
 from actors.declare import lapse_actor
-from lapse import clock, dlq
+from lapse.operator import dlq
+from lapse.platform import clock
 from tests.actors.conftest import dead_letters
 from tests.conftest import eventually
 

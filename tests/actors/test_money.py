@@ -59,9 +59,9 @@ def test_lapse_refund_from_the_command_line(pool, database):
 RACER = """
 import sys, threading, time
 from domain import purchases
-from lapse import db
-from lapse.after_commit import transaction
-from lapse.config import load_settings
+from lapse.platform import db
+from lapse.platform.after_commit import transaction
+from lapse.platform.config import load_settings
 purchase, start_at = int(sys.argv[1]), float(sys.argv[2])
 pool = db.make_pool(db.database_url(), load_settings(), size=5)
 barrier, outcomes = threading.Barrier(4), []

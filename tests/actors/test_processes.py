@@ -49,7 +49,7 @@ class Stack:
             return cursor.fetchall() if cursor.description else []
 
     def enqueue(self, actor_name: str, *args: Any, queue: str = "probe") -> Message:
-        from lapse.brokers import LapsePostgresBroker, LapseRedisBroker
+        from lapse.platform.brokers import LapsePostgresBroker, LapseRedisBroker
 
         broker = (LapseRedisBroker(url=REDIS_URL) if self.broker == "redis"
                   else LapsePostgresBroker(url=self.url, results=False))
@@ -111,7 +111,7 @@ def _stop(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory, s3_server) -> Iterator[dict[str, Stack]]:
-    from lapse.s3 import S3RecordingStore
+    from lapse.ports.s3 import S3RecordingStore
 
     S3RecordingStore(bucket=PROCESS_BUCKET, endpoint_url=s3_server.url,
                      region="us-east-1").ensure_bucket()
@@ -213,7 +213,7 @@ def test_two_schedulers_run_each_sweep_once_per_minute_across_two_ticks(stack):
 
 
 def test_a_real_worker_tags_a_lapsed_users_recordings_in_s3(stack, s3_server):
-    from lapse.s3 import S3RecordingStore
+    from lapse.ports.s3 import S3RecordingStore
 
     store = S3RecordingStore(bucket=PROCESS_BUCKET, endpoint_url=s3_server.url, region="us-east-1")
     key = f"audio/{uuid.uuid4()}"

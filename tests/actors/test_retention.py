@@ -9,9 +9,9 @@ import pytest
 
 from domain import retention
 from domain.errors import UnknownUser
-from lapse import clock
-from lapse import retention as flows
-from lapse.config import settings
+from lapse.flows import recordings as flows
+from lapse.platform import clock
+from lapse.platform.config import settings
 from tests.actors.conftest import dead_letters
 from tests.actors.retention_support import T0, batches, recordings
 from tests.conftest import eventually
@@ -178,7 +178,7 @@ def test_a_flapping_user_reaches_the_dead_letter_archive_and_is_never_tagged_whi
     assert recordings(pool, user)[0]["has_audio"]  # never tagged while entitled
 
     # the reconciliation still tags them once they stay lapsed
-    from lapse.simulation import Simulation
+    from lapse.operator.simulation import Simulation
 
     last_end = start + 24 * cycle + 20 * HOUR
     simulation = Simulation(pool, store, actors.broker, last_end + 2 * HOUR)

@@ -14,7 +14,7 @@ import pytest
 
 from domain import entitlement, lifecycle
 from domain.retention import lock_user, request_restore
-from lapse.config import settings
+from lapse.platform.config import settings
 from tests.actors.retention_support import T0, recordings
 from tests.support import factories as make
 from tests.support.factories import given

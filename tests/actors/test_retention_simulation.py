@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain import audits, lifecycle
-from lapse.config import settings as lapse_settings
-from lapse.simulation import Simulation
+from lapse.operator.simulation import Simulation
+from lapse.platform.config import settings as lapse_settings
 from tests.actors.retention_support import T0
 from tests.actors.test_retention_races import subscribe
 from tests.support import factories as make

@@ -9,7 +9,7 @@ import pytest
 
 from domain import lifecycle, purchases
 from domain.purchases import Invoice, Payment
-from lapse.after_commit import transaction
+from lapse.platform.after_commit import transaction
 from tests.support import factories as make
 from tests.support.factories import given
 

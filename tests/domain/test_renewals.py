@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from domain import renewals
-from lapse.after_commit import transaction
+from lapse.platform.after_commit import transaction
 from tests.conftest import ROOT
 from tests.support import factories as make
 from tests.support.factories import given
@@ -118,7 +118,7 @@ def test_2000_due_subscriptions_renewed_by_3_concurrent_sweep_processes_are_each
     def run():
         go.wait()
         results.append(subprocess.run(
-            [sys.executable, "-m", "lapse.cli", "sweep", "auto_renewals"], cwd=ROOT,
+            [sys.executable, "-m", "lapse.operator.cli", "sweep", "auto_renewals"], cwd=ROOT,
             env=os.environ | env, capture_output=True, text=True, timeout=300, check=False))
 
     threads = [threading.Thread(target=run) for _ in range(3)]

@@ -8,7 +8,7 @@ import pytest
 
 from domain import retention
 from domain.errors import UnknownUser
-from lapse.after_commit import transaction
+from lapse.platform.after_commit import transaction
 from tests.support import factories as make
 
 T = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

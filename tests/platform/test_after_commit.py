@@ -5,8 +5,13 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from lapse import after_commit
-from lapse.after_commit import NoTransaction, SendAfterCommitFailed, send_after_commit, transaction
+from lapse.platform import after_commit
+from lapse.platform.after_commit import (
+    NoTransaction,
+    SendAfterCommitFailed,
+    send_after_commit,
+    transaction,
+)
 
 
 def test_sent_after_commit(pool, sent):
@@ -111,7 +116,7 @@ def _real_broker_round_trip(pool, broker, queued_count):
 
 
 def test_postgres_broker_gets_the_message_only_after_commit(pool, database):
-    from lapse.brokers import LapsePostgresBroker
+    from lapse.platform.brokers import LapsePostgresBroker
 
     broker = LapsePostgresBroker(url=database, results=False)
     try:
@@ -126,7 +131,7 @@ def test_postgres_broker_gets_the_message_only_after_commit(pool, database):
 
 @pytest.mark.redis
 def test_redis_broker_gets_the_message_only_after_commit(pool, clean_redis):
-    from lapse.brokers import LapseRedisBroker
+    from lapse.platform.brokers import LapseRedisBroker
 
     broker = LapseRedisBroker(url=clean_redis)
     _real_broker_round_trip(pool, broker,

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import yaml
 
-from lapse.config import VARIABLES, ConfigError, load_settings
+from lapse.platform.config import VARIABLES, ConfigError, load_settings
 from tests.conftest import ROOT
 
 

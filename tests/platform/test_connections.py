@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from lapse import db
-from lapse.config import load_settings
+from lapse.platform import db
+from lapse.platform.config import load_settings
 
 
 def test_connection_used_after_return_to_the_pool_fails(pool):

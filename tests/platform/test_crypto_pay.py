@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lapse.breaker import CircuitBreaker, CircuitOpen
-from lapse.crypto_pay import CryptoPay, CryptoPayGarbage, CryptoPayUnavailable
+from lapse.platform.breaker import CircuitBreaker, CircuitOpen
+from lapse.ports.crypto_pay import CryptoPay, CryptoPayGarbage, CryptoPayUnavailable
 from tests.conftest import eventually
 from tests.support import fake_crypto_pay as fake
 

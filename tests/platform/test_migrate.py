@@ -7,7 +7,7 @@ import uuid
 
 import psycopg
 
-from lapse import migrate
+from lapse.platform import migrate
 from tests.conftest import create_database, drop_database
 
 

@@ -6,7 +6,7 @@ import boto3
 from botocore.stub import ANY, Stubber
 
 from domain.storage import JobState
-from lapse import s3
+from lapse.ports import s3
 
 
 def test_tag_untag_and_delete_are_idempotent_keep_other_tags_and_report_missing_keys(store):
@@ -75,7 +75,7 @@ def test_a_large_set_starts_a_batch_operations_tagging_job_with_manifest_role_ta
 
 def test_the_flow_uses_the_job_above_the_threshold_and_marks_the_batch_applied_when_it_completes(
         pool, monkeypatch):
-    from lapse import retention as flows
+    from lapse.flows import recordings as flows
     from tests.support import factories as make
 
     store, client, control = stubbed_store()

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain.errors import UnknownSweep
-from lapse import sweeps
-from lapse.after_commit import transaction
+from lapse.flows import sweeps
+from lapse.platform.after_commit import transaction
 
 T = datetime(2026, 11, 24, 1, 30, 17, tzinfo=UTC)
 DAY, HOUR = timedelta(days=1), timedelta(hours=1)
@@ -88,7 +88,7 @@ def test_a_sweep_out_of_budget_records_a_continued_run_and_resends_itself_with_i
 
 
 def test_the_rate_limit_sleeps_to_keep_to_its_rate(monkeypatch):
-    from lapse import retention_sweeps
+    from lapse.flows import retention_sweeps
 
     slept = []
     monkeypatch.setattr(retention_sweeps.time, "sleep", slept.append)

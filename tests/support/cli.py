@@ -13,5 +13,5 @@ from tests.conftest import ROOT
 def lapse(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "lapse.cli", *args], cwd=ROOT, env=environment,
+    return subprocess.run([sys.executable, "-m", "lapse.operator.cli", *args], cwd=ROOT, env=environment,
                           capture_output=True, text=True, timeout=timeout, check=False)

@@ -6,7 +6,7 @@ from dramatiq.middleware import CurrentMessage
 
 import actors  # noqa: F401  (the configured broker)
 from actors.declare import lapse_actor
-from lapse import db
+from lapse.platform import db
 
 
 @lapse_actor(queue_name="probe", max_retries=0)

@@ -15,7 +15,7 @@ from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from lapse.config import Settings, settings
+from lapse.platform.config import Settings, settings
 
 _lock = threading.Lock()
 _pool: ConnectionPool | None = None
@@ -29,7 +29,7 @@ def database_url(config: Settings | None = None) -> str:
     if config.database_url is not None:
         return config.database_url
     if _url is None:
-        from lapse import embedded
+        from lapse.platform import embedded
 
         _url = embedded.ensure_running(config.home)
     return _url

@@ -30,7 +30,7 @@ from typing import Any
 from psycopg import Connection
 from psycopg.pq import TransactionStatus
 
-from lapse.faults import fault_point
+from lapse.platform.faults import fault_point
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ _lock = threading.Lock()
 
 
 def _default_sender(message: PendingMessage) -> None:
-    from lapse.brokers import broker
+    from lapse.platform.brokers import broker
 
     actor = broker.get_actor(message.actor_name)
     actor.send_with_options(args=message.args, kwargs=message.kwargs, delay=message.delay_ms)

@@ -34,7 +34,7 @@ from domain.storage import (
     ObjectState,
     RecordingStore,
 )
-from lapse.config import Settings, settings
+from lapse.platform.config import Settings, settings
 
 _MISSING = ("NoSuchKey", "404", "NotFound")
 _JOB_STATES = {"Complete": JobState.COMPLETE, "Failed": JobState.FAILED,
@@ -220,7 +220,7 @@ def store() -> RecordingStore:
         if _store is None:
             config = settings()
             if config.s3_endpoint_url is None and config.embedded:
-                from lapse import local_s3
+                from lapse.platform import local_s3
 
                 adapter = from_settings(config, local_s3.ensure_running(config.home),
                                         session=local_s3.session())

@@ -2,11 +2,11 @@
 
 Used by ``lapse demo`` and by the tests' simulations; never by a worker.
 
-Messages sent after commit run inline (``lapse.inline``) as of the simulated
+Messages sent after commit run inline (``lapse.flows.inline``) as of the simulated
 time; a ``dramatiq.Retry`` or a failure is scheduled at ``now + delay`` and
 redelivered when the clock reaches it, counting retries against the actor's
 ``max_retries`` (past it the message is recorded as dead). Time never comes
-from the wall clock: every run sets ``lapse.clock`` to the simulated now.
+from the wall clock: every run sets ``lapse.platform.clock`` to the simulated now.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from domain import retention
-from lapse import clock, sweeps
-from lapse.after_commit import PendingMessage, install_sender, transaction
-from lapse.config import settings
-from lapse.inline import InlineWork
+from lapse.flows import sweeps
+from lapse.flows.inline import InlineWork
+from lapse.platform import clock
+from lapse.platform.after_commit import PendingMessage, install_sender, transaction
+from lapse.platform.config import settings
 
 HOUR = timedelta(hours=1)
 

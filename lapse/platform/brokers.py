@@ -25,9 +25,9 @@ from dramatiq_postgres.broker import QUERIES, PostgresConsumer
 from dramatiq_postgres.utils import raise_connection_error, transaction
 from periodiq import PeriodiqMiddleware
 
-from lapse import db
-from lapse.config import Settings, settings
-from lapse.dead_letters import DeadLetterArchive, archive_undecodable
+from lapse.platform import db
+from lapse.platform.config import Settings, settings
+from lapse.platform.dead_letters import DeadLetterArchive, archive_undecodable
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,11 @@ from urllib.parse import urlparse, urlunparse
 import psycopg
 
 from domain import audits, invariants, ledger
-from lapse import clock, db, migrate, s3
-from lapse.config import Settings
-from lapse.simulation import Simulation
-from lapse.sql import queries
+from lapse.operator.simulation import Simulation
+from lapse.platform import clock, db, migrate
+from lapse.platform.config import Settings
+from lapse.platform.sql import queries
+from lapse.ports import s3
 
 SQL = queries(__file__, "demo")
 
@@ -88,7 +89,7 @@ def populate(conn: Any, *, users: int, seed: int, now: Any) -> dict[str, int]:
 
 
 def _demo_store(config: Settings) -> s3.S3RecordingStore:
-    from lapse import local_s3
+    from lapse.platform import local_s3
 
     endpoint, session = config.s3_endpoint_url, None
     if endpoint is None:

@@ -14,7 +14,7 @@ import dramatiq_postgres
 from psycopg import Connection
 from psycopg.rows import tuple_row
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "domain" / "sql" / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "domain" / "sql" / "migrations"
 _LOCK_KEY = "lapse-migrate"
 
 
@@ -39,7 +39,9 @@ def migrate(conn: Connection[Any]) -> list[str]:
             conn.execute(path.read_text().encode())
             conn.execute("insert into schema_migrations (version) values (%s)", (version,))
             applied_now.append(version)
-        with conn.cursor() as cursor:
+        # dramatiq-postgres unpacks tuples: a dict_row cursor (the CLI's pool) made it
+        # read "to_regclass" as an existing table and skip creating the queue schema.
+        with conn.cursor(row_factory=tuple_row) as cursor:
             if dramatiq_postgres.init(cursor):
                 applied_now.append("dramatiq-postgres queue schema")
     return applied_now

@@ -27,9 +27,9 @@ from dramatiq.middleware import SkipMessage
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
-from domain.errors import InvalidArguments, PermanentError
-from lapse import clock, db
-from lapse.sql import queries
+from lapse.platform import clock, db
+from lapse.platform.errors import InvalidArguments, PermanentError
+from lapse.platform.sql import queries
 
 logger = logging.getLogger(__name__)
 SQL = queries(__file__, "dead_letters")

@@ -10,8 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 from domain import audits
-from lapse import clock, metrics
-from lapse.config import Settings
+from lapse.platform import clock, metrics
+from lapse.platform.config import Settings
 
 EXIT_OK, EXIT_FOUND = 0, 1
 
@@ -23,10 +23,20 @@ def leaks(args: argparse.Namespace, config: Settings, pool: Any) -> int:
     with pool.connection() as conn:
         report = audits.leak_report(conn, now=now, since=args.since or now - timedelta(days=30),
                                     max_age=max_age, billing_grace=config.billing_grace)
-    metrics.observe(report)
+    _observe(report)
     {"table": _table, "json": _json, "csv": _csv,
      "prometheus": lambda r: print(metrics.exposition(), end="")}[args.format](report)
     return EXIT_FOUND if report.too_old else EXIT_OK
+
+
+def _observe(report: audits.LeakReport) -> None:
+    """Set the leak gauges (R8) from a report."""
+    metrics.LEAKED_RECORDINGS.set(report.leaked_recordings)
+    metrics.LEAKED_USERS.set(len(report.leaked_users))
+    oldest = report.oldest_leak_age
+    metrics.OLDEST_LEAK.set(oldest.total_seconds() if oldest else 0)
+    metrics.UNAPPLIED.set(len(report.unapplied_batches))
+    metrics.LEAKS_TOO_OLD.set(1 if report.too_old else 0)
 
 
 def _summary(report: audits.LeakReport) -> dict[str, Any]:
@@ -81,7 +91,7 @@ def _csv(report: audits.LeakReport) -> None:
 
 
 def s3(args: argparse.Namespace, config: Settings, pool: Any) -> int:
-    from lapse import s3 as adapter
+    from lapse.ports import s3 as adapter
 
     store = adapter.store()
     with pool.connection() as conn:

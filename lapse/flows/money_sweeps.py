@@ -9,12 +9,12 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from domain import renewals
-from lapse import crypto_pay
-from lapse.after_commit import send_after_commit, transaction
-from lapse.config import settings
-from lapse.faults import fault_point
-from lapse.sql import queries
-from lapse.sweeps import SweepContext
+from lapse.platform.after_commit import send_after_commit, transaction
+from lapse.platform.config import settings
+from lapse.platform.faults import fault_point
+from lapse.platform.sql import queries
+from lapse.platform.sweeps import SweepContext
+from lapse.ports import crypto_pay
 
 SQL = queries(__file__, "money_sweeps")
 BATCH = 100

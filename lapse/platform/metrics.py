@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from domain.audits import LeakReport
-
 REGISTRY = CollectorRegistry(auto_describe=True)
 LEAKED_RECORDINGS = Gauge("lapse_leaked_recordings", "has_audio recordings of users without retention",
                           registry=REGISTRY)
@@ -23,15 +21,6 @@ UNAPPLIED = Gauge("lapse_unapplied_tagging_batches", "tagging batches not yet ap
                   registry=REGISTRY)
 LEAKS_TOO_OLD = Gauge("lapse_leaks_past_alert_age", "1 when a leak is older than the alert age",
                       registry=REGISTRY)
-
-
-def observe(report: LeakReport) -> None:
-    LEAKED_RECORDINGS.set(report.leaked_recordings)
-    LEAKED_USERS.set(len(report.leaked_users))
-    oldest = report.oldest_leak_age
-    OLDEST_LEAK.set(oldest.total_seconds() if oldest else 0)
-    UNAPPLIED.set(len(report.unapplied_batches))
-    LEAKS_TOO_OLD.set(1 if report.too_old else 0)
 
 
 def exposition() -> str:

@@ -24,9 +24,9 @@ from psycopg_pool import ConnectionPool
 from domain import retention
 from domain.errors import RetryableError
 from domain.storage import JobState, RecordingStore
-from lapse import clock
-from lapse.after_commit import transaction
-from lapse.config import Settings
+from lapse.platform import clock
+from lapse.platform.after_commit import transaction
+from lapse.platform.config import Settings
 
 logger = logging.getLogger(__name__)
 SQL = retention.SQL

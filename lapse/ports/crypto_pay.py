@@ -18,7 +18,7 @@ import httpx
 
 from domain.errors import RetryableError
 from domain.purchases import Invoice
-from lapse.breaker import CircuitBreaker
+from lapse.platform.breaker import CircuitBreaker
 
 MAX_IDS = 100  # getInvoices takes at most 100 invoice ids per call
 
@@ -119,7 +119,7 @@ def port() -> CryptoPay:
     """The process's Crypto Pay client, from LAPSE_CRYPTO_URL and LAPSE_CRYPTO_TOKEN."""
     global _port
     if _port is None:
-        from lapse.config import ConfigError, settings
+        from lapse.platform.config import ConfigError, settings
 
         config = settings()
         if not config.crypto_token:

@@ -17,8 +17,8 @@ from typing import Any
 
 import dramatiq
 
-from lapse import after_commit
-from lapse.after_commit import PendingMessage
+from lapse.platform import after_commit
+from lapse.platform.after_commit import PendingMessage
 
 logger = logging.getLogger(__name__)
 RETRY_AFTER_FAILURE_MS = 10_000

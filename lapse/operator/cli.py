@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 
-from lapse import clock
-from lapse.config import ConfigError, Settings, settings
+from lapse.platform import clock
+from lapse.platform.config import ConfigError, Settings, settings
 
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -57,7 +57,7 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from lapse import sweeps
+    from lapse.flows import sweeps
 
     parser = argparse.ArgumentParser(
         prog="lapse",
@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _pool() -> Any:
-    from lapse import db
+    from lapse.platform import db
 
     url = db.database_url()
     # Fail in seconds with the server's own words, not after the pool's timeout.
@@ -162,13 +162,13 @@ def _require_broker(config: Settings) -> Any:
         except redis.RedisError as error:
             raise BadInput(f"Redis at REDIS_URL is unreachable: {error}") from None
     import actors  # noqa: F401  (registers every actor a command may send to)
-    from lapse.brokers import broker
+    from lapse.platform.brokers import broker
 
     return broker
 
 
 def cmd_db(args: argparse.Namespace, config: Settings) -> int:
-    from lapse import migrate
+    from lapse.platform import migrate
 
     with _pool().connection() as conn:
         if args.db_command == "status":
@@ -181,8 +181,8 @@ def cmd_db(args: argparse.Namespace, config: Settings) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, config: Settings) -> int:
-    from lapse import sweeps
-    from lapse.inline import inline
+    from lapse.flows import sweeps
+    from lapse.flows.inline import inline
 
     sweep = sweeps.get(args.name)
     clock.override(args.now, changes_state=not args.dry_run, allowed=config.allow_clock_override)
@@ -203,7 +203,7 @@ def cmd_sweep(args: argparse.Namespace, config: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, config: Settings) -> int:
-    from lapse import audit_output
+    from lapse.operator import audit_output
 
     if args.audit_command == "leaks":
         return audit_output.leaks(args, config, _pool())
@@ -303,7 +303,7 @@ def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
 
 
 def cmd_dlq(args: argparse.Namespace, config: Settings) -> int:
-    from lapse import dlq
+    from lapse.operator import dlq
 
     with _pool().connection() as conn:
         if args.dlq_command == "list":
@@ -335,7 +335,7 @@ def cmd_dlq(args: argparse.Namespace, config: Settings) -> int:
 
 def cmd_refund(args: argparse.Namespace, config: Settings) -> int:
     from domain import lifecycle
-    from lapse.after_commit import transaction
+    from lapse.platform.after_commit import transaction
 
     _require_broker(config)
     with _pool().connection() as conn, transaction(conn):
@@ -348,10 +348,10 @@ def cmd_refund(args: argparse.Namespace, config: Settings) -> int:
 
 
 def cmd_embedded(args: argparse.Namespace, config: Settings) -> int:
-    from lapse import embedded
+    from lapse.platform import embedded
 
     if args.embedded_command == "stop":
-        from lapse import local_s3
+        from lapse.platform import local_s3
 
         s3_stopped = local_s3.stop(config.home)
         print("stopped" if embedded.stop(config.home) else "not running")
@@ -363,7 +363,7 @@ def cmd_embedded(args: argparse.Namespace, config: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
-    from lapse import demo
+    from lapse.operator import demo
 
     return demo.run(config, users=args.users, days=args.days, seed=args.seed)
 
@@ -376,8 +376,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     from domain.errors import PermanentError
-    from lapse.dlq import DeadLetterNotFound
-    from lapse.embedded import EmbeddedError
+    from lapse.operator.dlq import DeadLetterNotFound
+    from lapse.platform.embedded import EmbeddedError
 
     args = _parser().parse_args(argv)
     try:

@@ -12,14 +12,16 @@ A body that runs out of its time budget sets ``context.resume`` to its
 cursor; the run is then recorded as ``continued`` and the sweep re-enqueues
 itself with that cursor. Sweeps whose logic belongs to a later issue have no
 body yet: running them records a run whose log line says so, and does no work.
+
+This module is the runner; the table of sweeps and their bodies is
+``lapse/flows/sweeps.py`` (the bodies are flows, above the platform).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time as monotonic_time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -27,10 +29,9 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from domain.errors import UnknownSweep
-from lapse import clock
-from lapse.after_commit import send_after_commit, transaction
-from lapse.sql import queries
+from lapse.platform import clock
+from lapse.platform.after_commit import send_after_commit, transaction
+from lapse.platform.sql import queries
 
 logger = logging.getLogger(__name__)
 SQL = queries(__file__, "sweeps")
@@ -53,56 +54,20 @@ SweepBody = Callable[[ConnectionPool, SweepContext], dict[str, int]]
 
 @dataclass(frozen=True)
 class Sweep:
+    """A periodic sweep: its name, cron (UTC), daily slot, and body (None: not built yet)."""
+
     name: str
     cron: str
+    body: SweepBody | None
     daily_at: time | None = None
-    implementation: str | None = None  # "module:function" of the body, imported on first use
     pending: str | None = None
 
     @property
     def actor_name(self) -> str:
         return f"sweep_{self.name}"
 
-    @property
-    def body(self) -> SweepBody | None:
-        if self.implementation is None:
-            return None
-        module, function = self.implementation.split(":")
-        body: SweepBody = getattr(importlib.import_module(module), function)
-        return body
-
-
-_BODIES = "lapse.retention_sweeps"
-_ACCESS = "SPEC §6 access keys and notifications (not yet filed as an issue)"
-
-SWEEPS: dict[str, Sweep] = {
-    s.name: s
-    for s in (
-        Sweep("lapses", "0 * * * *", implementation=f"{_BODIES}:sweep_lapses"),
-        Sweep("retention", "30 1 * * *", daily_at=time(1, 30),
-              implementation=f"{_BODIES}:sweep_retention"),
-        Sweep("purge", "0 3 * * *", daily_at=time(3, 0), implementation=f"{_BODIES}:sweep_purge"),
-        Sweep("auto_renewals", "*/10 * * * *",
-              implementation="lapse.money_sweeps:sweep_auto_renewals"),
-        Sweep("fast_expiry", "* * * * *", implementation=f"{_BODIES}:sweep_fast_expiry"),
-        Sweep("activations", "* * * * *", pending=_ACCESS),
-        Sweep("crypto_payments", "* * * * *",
-              implementation="lapse.money_sweeps:sweep_crypto_payments"),
-        Sweep("trial_notifications", "*/5 * * * *", pending=_ACCESS),
-        Sweep("reconcile", "*/10 * * * *", pending=_ACCESS),
-        Sweep("reminders", "0 10 * * *", daily_at=time(10, 0), pending=_ACCESS),
-    )
-}
 
 DAILY_CHECK_CRON = "15 * * * *"
-
-
-def get(name: str) -> Sweep:
-    """The sweep called ``name`` (with or without the ``sweep_`` prefix)."""
-    key = name.removeprefix("sweep_")
-    if key not in SWEEPS:
-        raise UnknownSweep(name, sorted(SWEEPS))
-    return SWEEPS[key]
 
 
 def minute_of(at: datetime) -> datetime:
@@ -126,10 +91,10 @@ def last_daily_slot(sweep: Sweep, now: datetime) -> datetime:
     return slot if slot <= now else slot - timedelta(days=1)
 
 
-def missed_daily_sweeps(conn: Any, *, now: datetime) -> list[Sweep]:
+def missed_daily_sweeps(conn: Any, sweeps: Iterable[Sweep], *, now: datetime) -> list[Sweep]:
     """Daily sweeps with no completed run since their last slot and none started in the last hour."""
     missed = []
-    for sweep in SWEEPS.values():
+    for sweep in sweeps:
         if sweep.daily_at is None:
             continue
         row = conn.execute(SQL["daily_status"], {"sweep": sweep.name,
@@ -140,7 +105,7 @@ def missed_daily_sweeps(conn: Any, *, now: datetime) -> list[Sweep]:
     return missed
 
 
-def run_sweep(pool: ConnectionPool, name: str, *, now: datetime, budget_seconds: float,
+def run_sweep(pool: ConnectionPool, sweep: Sweep, *, now: datetime, budget_seconds: float,
               tick_minute: datetime | None = None, dry_run: bool = False,
               cursor: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one sweep in this process, recording the run (not for a dry run); return its counts.
@@ -149,7 +114,6 @@ def run_sweep(pool: ConnectionPool, name: str, *, now: datetime, budget_seconds:
     the run is recorded as ``continued`` and the sweep is sent again, after
     commit, with that cursor.
     """
-    sweep = get(name)
     context = SweepContext(now, dry_run, monotonic_time.monotonic() + budget_seconds, cursor)
     run_id = None if dry_run else _start_run(pool, sweep, now, tick_minute)
     if run_id is None and not dry_run:

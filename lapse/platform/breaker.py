@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from prometheus_client import Gauge
 
-from domain.errors import RetryableError
+from lapse.platform.errors import RetryableError
 
 STATE = Gauge("lapse_circuit_state", "0 closed, 1 half-open, 2 open", ["port"])
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"

@@ -15,7 +15,7 @@ from dramatiq.common import q_name
 from dramatiq.message import Message
 from psycopg import Connection
 
-from lapse.dead_letters import SQL
+from lapse.platform.dead_letters import SQL
 
 _RESET_OPTIONS = ("retries", "traceback", "requeue_timestamp", "eta", "redis_message_id")
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lapse.embedded import EmbeddedError, _free_port, _locked, port_answers
+from lapse.platform.embedded import EmbeddedError, _free_port, _locked, port_answers
 
 
 def session() -> Any:

@@ -19,12 +19,13 @@ from psycopg_pool import ConnectionPool
 
 from domain import lifecycle
 from domain.retention import request_tagging
-from lapse import clock, s3
-from lapse import retention as flows
-from lapse.after_commit import send_after_commit, transaction
-from lapse.config import settings
-from lapse.sql import queries
-from lapse.sweeps import SweepContext
+from lapse.flows import recordings as flows
+from lapse.platform import clock
+from lapse.platform.after_commit import send_after_commit, transaction
+from lapse.platform.config import settings
+from lapse.platform.sql import queries
+from lapse.platform.sweeps import SweepContext
+from lapse.ports import s3
 
 logger = logging.getLogger(__name__)
 SQL = queries(__file__, "retention_sweeps")
