@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain import invariants
+from lapse.ports.fakes import crypto_pay as fake
 from tests.conftest import ROOT
 from tests.support import factories as make
-from tests.support import fake_crypto_pay as fake
 
 FINALIZE_POINTS = ["finalize.after_provider_call", "finalize.locked", "finalize.money_moved",
                    "finalize.before_commit", "after_commit.committed"]

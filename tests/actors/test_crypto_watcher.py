@@ -11,8 +11,8 @@ from lapse.flows import sweeps
 from lapse.flows.inline import inline
 from lapse.ports import crypto_pay
 from lapse.ports.crypto_pay import CryptoPay, CryptoPayGarbage
+from lapse.ports.fakes import crypto_pay as fake
 from tests.support import factories as make
-from tests.support import fake_crypto_pay as fake
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

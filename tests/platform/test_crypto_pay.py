@@ -6,8 +6,8 @@ import pytest
 
 from lapse.platform.breaker import CircuitBreaker, CircuitOpen
 from lapse.ports.crypto_pay import CryptoPay, CryptoPayGarbage, CryptoPayUnavailable
+from lapse.ports.fakes import crypto_pay as fake
 from tests.conftest import eventually
-from tests.support import fake_crypto_pay as fake
 
 
 @pytest.fixture
