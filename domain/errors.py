@@ -14,8 +14,8 @@ from lapse.platform.errors import (
     UnknownSweep,
 )
 
-__all__ = ["InvalidArguments", "LapseError", "PermanentError", "RetryableError", "UnknownSweep",
-           "UnknownUser"]
+__all__ = ["InvalidArguments", "InvalidPanel", "LapseError", "PermanentError", "RetryableError",
+           "UnknownPanel", "UnknownSweep", "UnknownUser"]
 
 
 class UnknownUser(PermanentError):
@@ -24,3 +24,19 @@ class UnknownUser(PermanentError):
     def __init__(self, user_id: int) -> None:
         super().__init__(f"no user with id {user_id}")
         self.user_id = user_id
+
+
+class UnknownPanel(PermanentError):
+    """A panel name (or id) with no row in ``panels``."""
+
+    def __init__(self, panel: str | int) -> None:
+        super().__init__(f"no panel {panel!r}; `lapse panel list` shows the panels")
+        self.panel = panel
+
+
+class InvalidPanel(PermanentError):
+    """A panel definition Lapse refuses: a bad name, URL, inbound, prefix, or a name taken."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"panel {name!r}: {problem}")
+        self.name = name

@@ -8,7 +8,7 @@ listed here.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -44,7 +44,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_PANEL_URL", None, "3x-ui panel base URL."),
     Variable("LAPSE_PANEL_USER", None, "3x-ui panel user."),
     Variable("LAPSE_PANEL_PASSWORD", None, "3x-ui panel password.", secret=True),
+    Variable("LAPSE_PANEL_TOKEN", None, "3x-ui API token (`Authorization: Bearer`); preferred over user and password, skips the CSRF login.", secret=True),
     Variable("LAPSE_PANEL_INBOUND_ID", "1", "3x-ui inbound that holds the clients (positive integer)."),
+    Variable("LAPSE_PANEL_TIMEOUT_SECONDS", "10", "Timeout of one HTTP request to a panel (connect and read)."),
     Variable("LAPSE_CRYPTO_URL", "https://pay.crypt.bot/api", "Crypto Pay API base URL."),
     Variable("LAPSE_CRYPTO_TOKEN", None, "Crypto Pay API token.", secret=True),
     Variable("LAPSE_TELEGRAM_URL", "https://api.telegram.org", "Telegram Bot API base URL."),
@@ -86,6 +88,8 @@ class Settings:
     panel_user: str | None
     panel_password: str | None = field(repr=False)
     panel_inbound_id: int
+    panel_token: str | None = field(repr=False)
+    panel_timeout_seconds: float
     crypto_url: str
     crypto_token: str | None = field(repr=False)
     telegram_url: str
@@ -125,6 +129,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             return next(v.default for v in VARIABLES if v.name == name)
         return value.strip()
 
+    _panel_credentials(raw)
     broker = (raw("LAPSE_BROKER") or "").lower()
     if broker not in _BROKERS:
         raise ConfigError("LAPSE_BROKER", f"must be one of {', '.join(_BROKERS)}, got {broker!r}")
@@ -143,6 +148,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         panel_user=raw("LAPSE_PANEL_USER"),
         panel_password=raw("LAPSE_PANEL_PASSWORD"),
         panel_inbound_id=_positive_int(raw("LAPSE_PANEL_INBOUND_ID"), "LAPSE_PANEL_INBOUND_ID"),
+        panel_token=raw("LAPSE_PANEL_TOKEN"),
+        panel_timeout_seconds=float(_positive_int(raw("LAPSE_PANEL_TIMEOUT_SECONDS"),
+                                                  "LAPSE_PANEL_TIMEOUT_SECONDS")),
         crypto_url=_url(raw("LAPSE_CRYPTO_URL"), "LAPSE_CRYPTO_URL", ("http", "https")) or "",
         crypto_token=raw("LAPSE_CRYPTO_TOKEN"),
         telegram_url=_url(raw("LAPSE_TELEGRAM_URL"), "LAPSE_TELEGRAM_URL", ("http", "https")) or "",
@@ -176,6 +184,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         referral_reward=_positive_int(raw("LAPSE_REFERRAL_REWARD"), "LAPSE_REFERRAL_REWARD"),
         s3_account_id=_batch_account(raw("LAPSE_S3_ACCOUNT_ID"), raw("LAPSE_S3_BATCH_ROLE_ARN")),
     )
+
+
+def _panel_credentials(raw: Callable[[str], str | None]) -> None:
+    """The default panel (LAPSE_PANEL_URL) needs a token, or a user and a password."""
+    if raw("LAPSE_PANEL_URL") is None or raw("LAPSE_PANEL_TOKEN") is not None:
+        return
+    for name in ("LAPSE_PANEL_USER", "LAPSE_PANEL_PASSWORD"):
+        if raw(name) is None:
+            raise ConfigError(name, "required with LAPSE_PANEL_URL unless LAPSE_PANEL_TOKEN is set")
 
 
 def _batch_account(account: str | None, role: str | None) -> str | None:
