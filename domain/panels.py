@@ -59,6 +59,8 @@ def add_panel(conn: Connection[Any], name: str, url: str, inbound_id: int, crede
               *, now: datetime) -> Panel:
     """Add an enabled panel; InvalidPanel for a bad definition or a name already taken."""
     _validate(name, url, inbound_id, credentials_env)
+    if name == DEFAULT_NAME:
+        raise InvalidPanel(name, "the name is the LAPSE_PANEL_* panel's (set LAPSE_PANEL_URL)")
     try:
         panel = _one(conn, "insert_panel", {"name": name, "url": url.rstrip("/"),
                                             "inbound_id": inbound_id,
@@ -158,3 +160,12 @@ def client_states(conn: Connection[Any], access_key: UUID | str) -> list[dict[st
     """Each panel's state of one key (``lapse explain``, the console's user page)."""
     with conn.cursor(row_factory=dict_row) as cursor:
         return cursor.execute(SQL["client_states"], {"access_key": access_key}).fetchall()
+
+
+def client_counts(conn: Connection[Any]) -> dict[int, dict[str, int]]:
+    """Keys per panel and state (``lapse panel list``)."""
+    counts: dict[int, dict[str, int]] = {}
+    with conn.cursor(row_factory=dict_row) as cursor:
+        for row in cursor.execute(SQL["client_counts"]):
+            counts.setdefault(row["panel_id"], {})[row["state"]] = row["clients"]
+    return counts

@@ -1,4 +1,4 @@
-"""The ``lapse`` command: migrations, sweeps, audits, explain, the dead-letter archive, demo.
+"""The ``lapse`` command: migrations, sweeps, audits, explain, the dead-letter archive, panels, demo.
 
 Exit codes: 0 done, 1 an audit found problems, 2 bad input or configuration
 (one line on stderr, no traceback).
@@ -136,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
         dest="embedded_command", required=True)
     embedded.add_parser("url", help="start it if needed and print its URL")
     embedded.add_parser("stop", help="stop it")
+
+    from lapse.operator import panels
+
+    panels.add_arguments(commands)
 
     demo = commands.add_parser("demo", help="a synthetic population through simulated days")
     demo.add_argument("--users", type=_positive, default=60)
@@ -362,6 +366,12 @@ def cmd_embedded(args: argparse.Namespace, config: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_panel(args: argparse.Namespace, config: Settings) -> int:
+    from lapse.operator import panels
+
+    return panels.run(args, config, _pool())
+
+
 def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
     from lapse.operator import demo
 
@@ -371,6 +381,7 @@ def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "db": cmd_db, "sweep": cmd_sweep, "audit": cmd_audit, "explain": cmd_explain,
     "dlq": cmd_dlq, "embedded": cmd_embedded, "demo": cmd_demo, "refund": cmd_refund,
+    "panel": cmd_panel,
 }
 
 

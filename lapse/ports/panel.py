@@ -228,6 +228,15 @@ class XuiPanel:
         return self._call(lambda: [c for c in self._list()
                                    if c.is_lapse or not only_lapse])
 
+    def inbound_exists(self) -> bool:
+        """Whether the configured inbound is on the panel (``lapse panel check``)."""
+        def probe() -> bool:
+            try:
+                return isinstance(self._get_json(f"panel/api/inbounds/get/{self.inbound_id}"), dict)
+            except _Refusal:
+                return False
+        return self._call(probe)
+
     def update_client(self, email: str, **changes: Any) -> PanelClient:
         """Change some fields: the panel replaces every field, so read, change, write back."""
         return self._call(lambda: self._update(email, changes))
