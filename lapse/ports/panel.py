@@ -209,7 +209,8 @@ class XuiPanel:
         if self.api.token is not None:
             self._call(lambda: self._get_json("panel/api/inbounds/list"))
             return
-        self._call(self._login)
+        self.logged_in = False
+        self._call(lambda: None)
 
     def add_client(self, key: str) -> PanelClient:
         """Add the client of ``key`` to the inbound; our client already there is success."""

@@ -63,6 +63,13 @@ def test_the_session_login_uses_the_csrf_token_and_the_session_cookie(xui):
     assert xui.received[2].auth == "session"
 
 
+def test_login_logs_in_once(xui):
+    panel = port(xui)
+    panel.login()
+    panel.list_clients()
+    assert xui.login_attempts == 1
+
+
 def test_a_token_skips_the_login_and_is_sent_as_bearer(xui):
     panel, key = port(xui, credentials=Credentials(token=fake.TOKEN)), new_key()
     panel.add_client(key)
