@@ -25,6 +25,7 @@ from lapse.ports.panel import (
     PanelGarbage,
     PanelLoginRefused,
     PanelRefused,
+    PanelSessionLost,
     PanelTooOld,
     PanelUnavailable,
     connect,
@@ -178,6 +179,10 @@ def check_panel(panel: panels.Panel, timeout: float) -> Checked:
     except PanelTooOld as error:
         checked.reachable, checked.version_ok = True, False
         checked.problem = f"too old: {error}"
+        return checked
+    except PanelSessionLost as error:
+        checked.reachable, checked.login = True, "not kept"
+        checked.problem = f"session not kept: {error}"
         return checked
     except (PanelGarbage, PanelRefused) as error:
         checked.reachable, checked.problem = True, f"unreadable answer: {error}"

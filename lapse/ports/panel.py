@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -66,6 +67,14 @@ class PanelRefused(RetryableError):
 
     def __init__(self, panel: str, action: str, message: str) -> None:
         super().__init__(f"panel {panel}: {action} refused ({message!r})")
+        self.panel = panel
+
+
+class PanelSessionLost(RetryableError):
+    """The panel answered 404 again right after a fresh login (a proxy dropping the cookie?)."""
+
+    def __init__(self, panel: str) -> None:
+        super().__init__(f"panel {panel}: the session is not kept: 404 again after a fresh login")
         self.panel = panel
 
 
@@ -201,6 +210,7 @@ class XuiPanel:
         self.attempts, self.backoff, self.sleep = attempts, backoff, sleep
         self.breaker = breaker or CircuitBreaker(f"panel:{name}")
         self.logged_in = credentials.token is not None
+        self._login_lock = threading.Lock()
 
     # -- the port's actions -------------------------------------------------------------
 
@@ -353,16 +363,14 @@ class XuiPanel:
         raise PanelUnavailable(self.name, f"{problem} after {self.attempts} attempts")
 
     def _authenticated(self, action: Callable[[], T]) -> T:
-        if not self.logged_in:
-            self._login()
+        used = self._ensure_login()
         try:
             return action()
         except requests.HTTPError as error:
             if not _is_404(error):
                 raise
         if self.api.token is None:
-            self.logged_in = False
-            self._login()  # an expired session answers 404: log in again, once
+            self._login_again(used)  # an expired session answers 404: log in again, once
             try:
                 return action()
             except requests.HTTPError as error:
@@ -370,17 +378,30 @@ class XuiPanel:
                     raise
         self._explain_404()
 
+    def _ensure_login(self) -> str | None:
+        with self._login_lock:
+            if not self.logged_in:
+                self._login()
+            return self.api.session
+
+    def _login_again(self, used: str | None) -> None:
+        # Threads whose calls failed on the same session log in once between them.
+        with self._login_lock:
+            if self.api.session == used:
+                self.logged_in = False
+                self._login()
+
     def _explain_404(self) -> NoReturn:
         """404 on the clients API after a fresh login (or with a token): too old, or refused."""
         try:
             self._get_json(f"panel/api/inbounds/get/{self.inbound_id}")
         except requests.HTTPError as error:
-            if _is_404(error):
-                raise PanelLoginRefused(
-                    self.name, "the API answers 404: token not accepted"
-                    if self.api.token is not None else "session not accepted after a login"
-                ) from None
-            raise
+            if not _is_404(error):
+                raise
+            if self.api.token is not None:
+                raise PanelLoginRefused(self.name, "the API answers 404: token not accepted"
+                                        ) from None
+            raise PanelSessionLost(self.name) from None
         except _Refusal:
             pass  # the inbounds API answered: it exists, the clients API does not
         raise PanelTooOld(self.name)
@@ -406,20 +427,27 @@ def _client(row: Any) -> PanelClient:
 
 
 _breakers: dict[str, CircuitBreaker] = {}
+_ports: dict[tuple[Any, ...], XuiPanel] = {}
+_ports_lock = threading.Lock()
 
 
 def connect(panel: Panel, *, timeout: float | None = None,
             environ: Mapping[str, str] | None = None) -> XuiPanel:
-    """The port for one ``panels`` row, its credentials read from the environment now.
+    """The process's port for one ``panels`` row, its credentials read from the environment now.
 
-    One circuit breaker per panel and process, shared by every port made for it, so a
-    down panel is not hammered by each worker thread (and the others are not held back)."""
+    Threads share one port per panel (one session, one login) and one circuit breaker
+    per panel, so a down panel is not hammered by each worker thread and the others are
+    not held back. A changed row or changed credentials make a new port."""
     if timeout is None:
         from lapse.platform.config import settings
 
         timeout = settings().panel_timeout_seconds
     credentials = Credentials.from_env(panel.credentials_env, environ)
-    if panel.name not in _breakers:
-        _breakers[panel.name] = CircuitBreaker(f"panel:{panel.name}")
-    return XuiPanel(panel.name, panel.url, panel.inbound_id, credentials, timeout=timeout,
-                    breaker=_breakers[panel.name])
+    key = (panel.name, panel.url, panel.inbound_id, credentials, timeout)
+    with _ports_lock:
+        if panel.name not in _breakers:
+            _breakers[panel.name] = CircuitBreaker(f"panel:{panel.name}")
+        if key not in _ports:
+            _ports[key] = XuiPanel(panel.name, panel.url, panel.inbound_id, credentials,
+                                   timeout=timeout, breaker=_breakers[panel.name])
+        return _ports[key]

@@ -28,6 +28,10 @@ def test_defaults_are_the_embedded_postgres_broker():
     ({"LAPSE_ALLOW_CLOCK_OVERRIDE": "maybe"}, "LAPSE_ALLOW_CLOCK_OVERRIDE"),
     ({"LAPSE_PANEL_INBOUND_ID": "-1"}, "LAPSE_PANEL_INBOUND_ID"),
     ({"LAPSE_LOG_LEVEL": "LOUD"}, "LAPSE_LOG_LEVEL"),
+    ({"LAPSE_PANEL_URL": "http://panel:2053"}, "LAPSE_PANEL_USER"),
+    ({"LAPSE_PANEL_URL": "http://panel:2053", "LAPSE_PANEL_USER": "admin"}, "LAPSE_PANEL_PASSWORD"),
+    ({"LAPSE_PANEL_URL": "panel:2053", "LAPSE_PANEL_TOKEN": "t"}, "LAPSE_PANEL_URL"),
+    ({"LAPSE_PANEL_TIMEOUT_SECONDS": "0"}, "LAPSE_PANEL_TIMEOUT_SECONDS"),
 ])
 def test_bad_values_name_the_variable(env, variable):
     with pytest.raises(ConfigError) as error:
@@ -36,11 +40,17 @@ def test_bad_values_name_the_variable(env, variable):
     assert str(error.value).startswith(variable)
 
 
+def test_the_default_panel_takes_a_token_instead_of_a_user_and_password():
+    config = load_settings({"LAPSE_PANEL_URL": "http://panel:2053", "LAPSE_PANEL_TOKEN": "tok"})
+    assert (config.panel_token, config.panel_user, config.panel_timeout_seconds) == ("tok", None, 10)
+
+
 def test_secrets_never_appear_in_the_settings_repr():
     config = load_settings({"LAPSE_PANEL_PASSWORD": "hunter2", "LAPSE_CRYPTO_TOKEN": "tok-secret",
-                            "LAPSE_TELEGRAM_TOKEN": "123:abc"})
+                            "LAPSE_TELEGRAM_TOKEN": "123:abc", "LAPSE_PANEL_TOKEN": "panel-tok"})
     text = repr(config)
     assert "hunter2" not in text and "tok-secret" not in text and "123:abc" not in text
+    assert "panel-tok" not in text
 
 
 def test_every_variable_is_documented_in_the_readme():

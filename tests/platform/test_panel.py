@@ -6,6 +6,7 @@ The fake answers in Russian: nothing may depend on the text of a panel's message
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -18,6 +19,7 @@ from lapse.ports.panel import (
     PanelGarbage,
     PanelLoginRefused,
     PanelRefused,
+    PanelSessionLost,
     PanelTooOld,
     PanelUnavailable,
     XuiPanel,
@@ -95,10 +97,21 @@ def test_an_expired_session_answered_404_is_survived_with_exactly_one_relogin(xu
         f"/panel/api/clients/get/{key}", "/csrf-token", "/login", f"/panel/api/clients/get/{key}"]
 
 
+def test_threads_whose_session_expired_log_in_again_once_between_them(xui):
+    panel, key = port(xui), new_key()
+    panel.add_client(key)
+    xui.expire_sessions()
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda _: panel.get_client(key), range(8)))
+    assert all(f is not None and f.is_key(key) for f in found)
+    assert xui.login_attempts == 2
+
+
 def test_a_404_after_the_relogin_is_not_retried_again(xui):
     xui.inject(fake.expired_session(), on="/clients/list", times=5)
-    with pytest.raises(PanelLoginRefused, match="session not accepted"):
+    with pytest.raises(PanelSessionLost, match="404 again after a fresh login") as error:
         port(xui).list_clients()
+    assert not error.value.permanent  # not a refused login: the panel is not marked
     assert xui.login_attempts == 2 and len(xui.calls("/clients/list")) == 2
 
 
