@@ -122,6 +122,8 @@ def test_a_panel_older_than_v3_1_is_too_old(xui):
     assert xui.login_attempts == 2  # one re-login, then the inbounds API tells why
     with pytest.raises(PanelTooOld):
         port(xui, credentials=Credentials(token=fake.TOKEN)).list_clients()
+    with pytest.raises(PanelTooOld):  # the inbounds API answers, even about a missing inbound
+        port(xui, inbound=7).list_clients()
 
 
 def test_a_refused_login_is_not_retried(xui):
