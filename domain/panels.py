@@ -118,6 +118,13 @@ def list_panels(conn: Connection[Any], *, enabled_only: bool = False) -> list[Pa
         return cursor.execute(SQL["list_panels"], {"enabled_only": enabled_only}).fetchall()
 
 
+def usable_panels(conn: Connection[Any]) -> list[Panel]:
+    """The panels to call: enabled and not marked login-refused (a refused login is not
+    tried again until ``lapse panel check`` succeeds)."""
+    with conn.cursor(row_factory=class_row(Panel)) as cursor:
+        return cursor.execute(SQL["usable_panels"]).fetchall()
+
+
 def set_enabled(conn: Connection[Any], name: str, enabled: bool, *, now: datetime) -> Panel:
     """Enable or disable a panel; a disabled panel gets no new keys and is drained by reconcile."""
     panel = _one(conn, "set_enabled", {"name": name, "enabled": enabled, "now": now})

@@ -26,6 +26,10 @@ select * from panels
 where enabled or not %(enabled_only)s
 order by id
 
+-- name: usable_panels
+-- The panels to provision on: enabled, and not refusing Lapse's login.
+select * from panels where enabled and login_refused_at is null order by id
+
 -- name: set_enabled
 update panels set enabled = %(enabled)s, updated_at = %(now)s
 where name = %(name)s

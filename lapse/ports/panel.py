@@ -23,6 +23,7 @@ every call:
 from __future__ import annotations
 
 import http.cookiejar
+import logging
 import os
 import threading
 import time
@@ -40,6 +41,9 @@ from lapse.platform.breaker import CircuitBreaker
 from lapse.platform.errors import LapseError, PermanentError, RetryableError
 
 COMMENT = "lapse"
+# py3xui logs every call at INFO (one line per client looked up): Lapse logs its own counts.
+_PY3XUI_LOG = logging.getLogger("lapse.ports.panel.py3xui")
+_PY3XUI_LOG.setLevel(logging.WARNING)
 T = TypeVar("T")
 _TRANSPORT = (requests.ConnectionError, requests.Timeout,
               requests.exceptions.ChunkedEncodingError)
@@ -171,7 +175,8 @@ class _Transport(ClientApi):
     itself, so the requests session stores none (a re-login starts clean)."""
 
     def __init__(self, url: str, credentials: Credentials, timeout: float) -> None:
-        super().__init__(url, credentials.user, credentials.password, token=credentials.token)
+        super().__init__(url, credentials.user, credentials.password, token=credentials.token,
+                         logger=_PY3XUI_LOG)
         self.timeout = timeout
         self.http = requests.Session()
         self.http.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))

@@ -64,10 +64,14 @@ def test_enable_and_disable_by_name(conn):
 def test_the_login_refused_mark_keeps_its_first_time_until_cleared(conn):
     panel = panels.add_panel(conn, "de-1", "https://x", 1, "P", now=NOW)
     panels.mark_login_refused(conn, panel.id, "refused", now=NOW)
+    assert panels.usable_panels(conn) == []
     marked = panels.mark_login_refused(conn, panel.id, "refused again", now=NOW + timedelta(hours=1))
     assert (marked.login_refused_at, marked.last_error) == (NOW, "refused again")
     cleared = panels.clear_login_refused(conn, panel.id, now=NOW + timedelta(hours=2))
     assert not cleared.login_refused and cleared.last_error is None
+    assert panels.usable_panels(conn) == [cleared]
+    panels.set_enabled(conn, "de-1", False, now=NOW)
+    assert panels.usable_panels(conn) == []
 
 
 def test_a_keys_state_per_panel_counts_failed_attempts(conn):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import psycopg
 import pytest
 
 from lapse.ports.fakes import xui as fake
+from tests.conftest import create_database, drop_database
 from tests.support.cli import lapse
 
 
@@ -142,3 +144,16 @@ def test_check_marks_nothing_when_credentials_are_missing(env, database):
     assert result.returncode == 0
     with psycopg.connect(database) as conn:
         assert conn.execute("select count(*) from panels").fetchone() == (0,)
+
+
+def test_the_first_run_on_a_brand_new_database(xui, env):
+    name = f"lapse_test_fresh_{uuid.uuid4().hex[:8]}"
+    url = create_database(name, template=None)
+    try:
+        env = env | {"DATABASE_URL": url}
+        assert lapse("db", "migrate", env=env).returncode == 0
+        result = lapse("panel", "check", env=env)
+        assert result.returncode == 0 and "all panels ok" in result.stdout, result.stdout
+        assert "default" in listed(env)
+    finally:
+        drop_database(name)
