@@ -193,6 +193,18 @@ class _Transport(ClientApi):
             self._check_response(response)
         return response
 
+    # py3xui refuses to send without a session it knows of; here the port owns the login
+    # state: a request without a session is answered 404 and handled as an expired one
+    # (another thread may be logging in again at that moment).
+    def _post(self, url: str, headers: dict[str, str], data: dict[str, Any],
+              **kwargs: Any) -> requests.Response:
+        kwargs.pop("is_login", None)
+        return self._request_with_retry(requests.post, url, headers, json=data, **kwargs)
+
+    def _get(self, url: str, headers: dict[str, str], **kwargs: Any) -> requests.Response:
+        kwargs.pop("is_login", None)
+        return self._request_with_retry(requests.get, url, headers, **kwargs)
+
     def _check_response(self, response: requests.Response) -> None:
         body = response.json()
         if not isinstance(body, dict) or not isinstance(body.get("success"), bool):
