@@ -101,7 +101,8 @@ def build_broker(config: Settings) -> dramatiq.Broker:
     """A new broker of the configured kind, with Lapse's middleware."""
     middleware = _middleware(config.broker)
     if config.broker == "redis":
-        return LapseRedisBroker(url=config.redis_url, middleware=middleware)
+        return LapseRedisBroker(url=config.redis_url, namespace=config.redis_namespace,
+                                middleware=middleware)
     if config.broker == "postgres":
         return LapsePostgresBroker(
             url=db.database_url(config), results=False, middleware=middleware

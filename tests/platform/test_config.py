@@ -15,6 +15,15 @@ def test_defaults_are_the_embedded_postgres_broker():
     config = load_settings({})
     assert config.embedded and config.broker == "postgres"
     assert config.billing_grace == timedelta(hours=72)
+    assert config.redis_namespace == "dramatiq"
+
+
+def test_the_redis_broker_uses_the_configured_namespace():
+    from lapse.platform.brokers import build_broker
+
+    config = load_settings({"LAPSE_BROKER": "redis", "REDIS_URL": "redis://127.0.0.1:1/0",
+                            "LAPSE_REDIS_NAMESPACE": "lapse-staging"})
+    assert build_broker(config).namespace == "lapse-staging"
 
 
 @pytest.mark.parametrize(("env", "variable"), [
@@ -28,6 +37,9 @@ def test_defaults_are_the_embedded_postgres_broker():
     ({"LAPSE_ALLOW_CLOCK_OVERRIDE": "maybe"}, "LAPSE_ALLOW_CLOCK_OVERRIDE"),
     ({"LAPSE_PANEL_INBOUND_ID": "-1"}, "LAPSE_PANEL_INBOUND_ID"),
     ({"LAPSE_LOG_LEVEL": "LOUD"}, "LAPSE_LOG_LEVEL"),
+    ({"LAPSE_REDIS_NAMESPACE": "two words"}, "LAPSE_REDIS_NAMESPACE"),
+    ({"LAPSE_REDIS_NAMESPACE": ":leading"}, "LAPSE_REDIS_NAMESPACE"),
+    ({"LAPSE_REDIS_NAMESPACE": "x" * 65}, "LAPSE_REDIS_NAMESPACE"),
 ])
 def test_bad_values_name_the_variable(env, variable):
     with pytest.raises(ConfigError) as error:
