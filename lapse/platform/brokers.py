@@ -104,6 +104,8 @@ def build_broker(config: Settings) -> dramatiq.Broker:
         return LapseRedisBroker(url=config.redis_url, namespace=config.redis_namespace,
                                 middleware=middleware)
     if config.broker == "postgres":
+        # url=, never pool=db.pool(): dramatiq-postgres (and our claim) unpack tuple rows,
+        # and Lapse's pool hands out dict_row connections.
         return LapsePostgresBroker(
             url=db.database_url(config), results=False, middleware=middleware
         )
