@@ -35,6 +35,7 @@ from tests.conftest import (
     ROOT,
     create_database,
     database_name,
+    delete_namespace,
     drop_database,
     eventually,
     service_unavailable,
@@ -43,6 +44,8 @@ from tests.conftest import (
 pytestmark = pytest.mark.slow
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/14"
+# inside this run's namespace (deleted with it), apart from other tests' leftover messages
+FIRST_RUN_NAMESPACE = f"{REDIS_NAMESPACE}:first-run"
 BIN = str(Path(sys.executable).parent)
 
 
@@ -105,7 +108,7 @@ class FirstRun:
         message: Message[Any] = Message(queue_name=queue, actor_name=actor_name, args=args,
                                         kwargs={}, options={})
         if self.broker == "redis":
-            LapseRedisBroker(url=REDIS_URL, namespace=REDIS_NAMESPACE).enqueue(message)
+            LapseRedisBroker(url=REDIS_URL, namespace=FIRST_RUN_NAMESPACE).enqueue(message)
             return
         broker = LapsePostgresBroker(url=self.url, results=False)
         try:
@@ -204,10 +207,11 @@ def test_first_run_on_an_empty_database(broker, empty_database, s3_server, bucke
     extra: dict[str, str | None] = {}
     if broker == "redis":
         try:
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+            delete_namespace(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2),
+                             FIRST_RUN_NAMESPACE)
         except redis.RedisError as error:
             service_unavailable(f"Redis at {REDIS_URL} is unreachable ({error})")
-        extra = {"REDIS_URL": REDIS_URL, "LAPSE_REDIS_NAMESPACE": REDIS_NAMESPACE}
+        extra = {"REDIS_URL": REDIS_URL, "LAPSE_REDIS_NAMESPACE": FIRST_RUN_NAMESPACE}
     env = _environment(DATABASE_URL=url, LAPSE_BROKER=broker, LAPSE_HOME=str(tmp_path / "home"),
                        LAPSE_S3_ENDPOINT_URL=s3_server.url,
                        LAPSE_S3_BUCKET=bucket_store.bucket, **extra)
