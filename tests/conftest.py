@@ -73,9 +73,9 @@ def database_name(purpose: str = "db") -> str:
     return name
 
 
-def _admin(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def _admin(sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(ADMIN, autocommit=True) as conn:
-        cursor = conn.execute(sql, params)
+        cursor = conn.execute(sql)
         return cursor.fetchall() if cursor.description else []
 
 
