@@ -99,6 +99,8 @@ class Granted:
 
     subscription_id: int
     transition: str  # new_pending, converted_trial, extended
+    period_start: datetime  # the period this payment pays for (§3a)
+    period_end: datetime
 
 
 def apply_plan(conn: Connection[Any], user_id: int, plan_code: str, *, now: datetime) -> Granted:
@@ -116,11 +118,12 @@ def apply_plan(conn: Connection[Any], user_id: int, plan_code: str, *, now: date
     period = timedelta(days=int(plan["period_days"]))
     current: Any = conn.execute(SQL["current_for_update"], {"user_id": user_id}).fetchone()
     if current is not None and current["kind"] == "paid":
-        status = conn.execute(SQL["extend"], {"id": current["id"], "period": period}).fetchone()
+        extended: Any = conn.execute(SQL["extend"], {"id": current["id"],
+                                                     "period": period}).fetchone()
         _event(conn, current, "extended", now)
         request_restore(conn, user_id)
-        assert status is not None
-        return Granted(int(current["id"]), "extended")
+        return Granted(int(current["id"]), "extended", extended["expires_at"] - period,
+                       extended["expires_at"])
     key, status, transition = uuid.uuid4(), "pending", "new_pending"
     if current is not None:  # a trial: it ends now and its key moves to the paid row
         conn.execute(SQL["convert_trial"], {"id": current["id"], "now": now})
@@ -135,7 +138,7 @@ def apply_plan(conn: Connection[Any], user_id: int, plan_code: str, *, now: date
     if status == "pending":
         send_after_commit(conn, "activate_subscription", int(row["id"]))
     request_restore(conn, user_id)
-    return Granted(int(row["id"]), transition)
+    return Granted(int(row["id"]), transition, now, now + period)
 
 
 def set_auto_renew(conn: Connection[Any], subscription_id: int, on: bool, *, now: datetime) -> str:

@@ -76,7 +76,7 @@ update subscriptions
 set expires_at = expires_at + %(period)s,
     status = case when status = 'grace' then 'active' else status end
 where id = %(id)s
-returning status
+returning status, expires_at
 
 -- name: paid_for
 select coalesce(sum(amount), 0) as paid from payments

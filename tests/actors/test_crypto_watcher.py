@@ -12,6 +12,8 @@ from lapse.flows.inline import inline
 from lapse.ports import crypto_pay
 from lapse.ports.crypto_pay import CryptoPay, CryptoPayGarbage
 from lapse.ports.fakes import crypto_pay as fake
+from tests.actors.conftest import dead_letters
+from tests.conftest import eventually
 from tests.support import factories as make
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -107,3 +109,21 @@ def test_a_crypto_message_for_an_unknown_purchase_or_an_unpaid_invoice_is_refuse
     with pytest.raises(purchases.UnverifiedPayment, match="reports active"):
         actors.money.finalize_purchase.fn(purchase, "crypto", invoice, 500, "USD")
     assert row(pool, "select balance from users where id = %s", user)["balance"] == 0
+
+
+def test_one_real_crypto_payment_and_three_forged_messages_credit_once_and_archive_the_forgeries(
+        stub_worker, pool, api):
+    import actors
+
+    broker, _ = stub_worker
+    user, purchase, invoice = crypto_purchase(pool, api, status="paid")
+    actors.money.finalize_purchase.send(purchase, "crypto", invoice, 500, "USD")
+    broker.join("payments", fail_fast=False)
+    for n in range(3):
+        actors.money.finalize_purchase.send(purchase, "crypto", f"forged-{n}", 500, "USD")
+    broker.join("payments", fail_fast=False)
+    assert row(pool, "select balance from users where id = %s", user)["balance"] == 500
+    dead = eventually(lambda: len(rows := dead_letters(pool)) == 3 and rows, timeout=10,
+                      what="three dead letters")
+    assert {r["reason"] for r in dead} == {"permanent_error"}
+    assert all("already paid" in r["exception"] for r in dead)
