@@ -71,7 +71,7 @@ def worker(url: str, job: str, index: int, start_at: float) -> None:
         while True:
             with pool.connection() as conn, transaction(conn):
                 batch = renewals.renew_due_batch(conn, now=NOW, window=timedelta(hours=12),
-                                                 limit=BATCH)
+                                                 billing_grace=timedelta(days=3), limit=BATCH)
             if batch.last_id is None:
                 return
 

@@ -81,14 +81,13 @@ def expire_if_due(conn: Connection[Any], subscription_id: int, user_id: int, *, 
         return None
     if sub["kind"] == "trial":
         rule, ended_at = "trial_ended", sub["expires_at"]
-    elif sub["status"] == "grace":
-        if sub["expires_at"] + billing_grace > now:
-            return None
-        rule, ended_at = "grace_ended", now
-    elif sub["status"] == "cancelled" or not sub["auto_renew"]:
+    elif sub["status"] == "cancelled" or (sub["status"] == "active" and not sub["auto_renew"]):
         rule, ended_at = "paid_ended", sub["expires_at"]
+    elif sub["expires_at"] + billing_grace > now:
+        return None  # in billing grace: the renewal sweep charges it or moves it to grace
     else:
-        return None  # active with auto-renew on: the renewal sweep charges it or moves it to grace
+        # grace, or auto-renewing active the renewal sweep never reached: never charged now
+        rule, ended_at = "grace_ended", now
     _end(conn, sub, ended_at=ended_at, event="expired", now=now)
     return Expired(subscription_id, user_id, rule)
 

@@ -11,7 +11,7 @@ where s.id > %(after)s
         and (s.kind = 'trial'
              or s.status = 'cancelled'
              or (s.status = 'active' and not s.auto_renew)
-             or (s.status = 'grace' and s.expires_at + %(grace)s <= %(now)s)))
+             or (s.status in ('active', 'grace') and s.expires_at + %(grace)s <= %(now)s)))
        or (s.status = 'pending' and s.kind = 'paid'
            and s.started_at + %(activation_deadline)s <= %(now)s))
 order by s.id limit %(limit)s

@@ -28,8 +28,9 @@ def sweep_auto_renewals(pool: ConnectionPool, context: SweepContext) -> dict[str
     after = int((context.cursor or {}).get("after", 0))
     while True:
         with pool.connection() as conn, transaction(conn, dry_run=context.dry_run):
-            batch = renewals.renew_due_batch(conn, now=context.now, window=window, after=after,
-                                             limit=BATCH)
+            batch = renewals.renew_due_batch(conn, now=context.now, window=window,
+                                             billing_grace=settings().billing_grace,
+                                             after=after, limit=BATCH)
         fault_point("renewal.batch_committed")
         if batch.last_id is None:
             return dict(counts)

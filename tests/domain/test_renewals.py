@@ -17,11 +17,12 @@ from tests.support.factories import given
 
 T = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 DAY, HOUR, WINDOW = timedelta(days=1), timedelta(hours=1), timedelta(hours=12)
+GRACE = timedelta(days=3)
 
 
 def sweep(pool, now=T):
     with pool.connection() as conn, transaction(conn):
-        return renewals.renew_due_batch(conn, now=now, window=WINDOW).counts
+        return renewals.renew_due_batch(conn, now=now, window=WINDOW, billing_grace=GRACE).counts
 
 
 def state(pool, sub):
@@ -159,3 +160,31 @@ def test_one_renewal_the_database_refuses_does_not_undo_the_others(pool):
     assert sweep(pool) == {"renewed": 1, "failed": 1}
     assert state(pool, good)["payments"] == 1
     assert state(pool, bad)["payments"] == 0 and state(pool, bad)["balance"] == 500
+
+
+def test_a_row_past_its_billing_grace_is_never_charged_and_expires_instead(pool, sent):
+    from domain import lifecycle
+
+    in_grace = paying(pool, balance=800, ends=T - 4 * DAY, status="grace")
+    never_swept = paying(pool, balance=800, ends=T - 4 * DAY)  # active: the sweep never ran
+    assert sweep(pool) == {}
+    for sub in (in_grace, never_swept):
+        assert state(pool, sub)["balance"] == 800 and state(pool, sub)["payments"] == 0
+    with pool.connection() as conn, transaction(conn):
+        due = lifecycle.due_expiries(conn, now=T, billing_grace=GRACE)
+        ended = [lifecycle.expire_if_due(conn, s, u, now=T, billing_grace=GRACE) for s, u in due]
+    assert sorted((e.subscription_id, e.rule) for e in ended) == [
+        (in_grace, "grace_ended"), (never_swept, "grace_ended")]
+    assert {state(pool, s)["status"] for s in (in_grace, never_swept)} == {"expired"}
+
+
+def test_an_auto_renewing_row_inside_its_billing_grace_is_left_to_the_renewal_sweep(pool, sent):
+    from domain import lifecycle
+
+    sub = paying(pool, balance=0, ends=T - DAY)
+    with pool.connection() as conn, transaction(conn):
+        user = conn.execute("select user_id from subscriptions where id = %s", (sub,)).fetchone()
+        assert lifecycle.due_expiries(conn, now=T, billing_grace=GRACE) == []
+        assert lifecycle.expire_if_due(conn, sub, user["user_id"], now=T,
+                                       billing_grace=GRACE) is None
+    assert sweep(pool) == {"grace": 1}
