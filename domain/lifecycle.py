@@ -172,23 +172,46 @@ def revoke(conn: Connection[Any], subscription_id: int, *, now: datetime) -> Non
     _end(conn, sub, ended_at=now, event="revoked", now=now)
 
 
-def refund(conn: Connection[Any], subscription_id: int, *, now: datetime) -> int:
-    """§3a's refund: expired now (event ``refunded``), what was paid for it credited back; returns the credit.
+class RefundTooLarge(PermanentError):
+    """An operator's refund amount above what §3a allows for the subscription; nothing was changed."""
 
-    The ledger reversal credits the sum of the subscription's purchase and
-    renewal payments to the balance, once (reference ``subscription:<id>``).
+    def __init__(self, subscription_id: int, amount: int, refundable: int) -> None:
+        super().__init__(f"subscription {subscription_id}: cannot refund {amount}, at most "
+                         f"{refundable} (the periods not yet used)")
+        self.subscription_id, self.amount, self.refundable = subscription_id, amount, refundable
+
+
+def refund(conn: Connection[Any], subscription_id: int, *, now: datetime,
+           amount: int | None = None) -> int:
+    """§3a's refund: expired now (event ``refunded``), the unused periods credited back once; returns the credit.
+
+    Refundable: every plan payment (purchase or renewal) whose period starts
+    after ``now``, plus the one whose period contains ``now``; nothing in
+    ``grace``. ``amount`` replaces that sum and may not exceed it. One ledger
+    row, reference ``subscription:<id>``.
     """
     sub = _locked_subscription(conn, subscription_id)
     if sub["kind"] != "paid" or sub["status"] not in ("active", "grace", "cancelled"):
         raise TransitionRefused(subscription_id, f"cannot refund a {sub['kind']} {sub['status']} "
                                 "subscription")
+    refundable = 0
+    if sub["status"] != "grace":
+        refundable = int(conn.execute(SQL["refundable"], {"id": subscription_id,
+                                                          "now": now}).fetchone()["refundable"])
+    if amount is not None and amount > refundable:
+        raise RefundTooLarge(subscription_id, amount, refundable)
+    credit = refundable if amount is None else amount
     _end(conn, sub, ended_at=now, event="refunded", now=now)
-    return _credit_payments(conn, sub, reason="refund", now=now)
+    if credit > 0:
+        ledger.post(conn, sub["user_id"], credit, reason="refund",
+                    ref=f"subscription:{subscription_id}", now=now)
+    return credit
 
 
 def _credit_payments(conn: Connection[Any], sub: dict[str, Any], *, reason: str,
                      now: datetime) -> int:
-    """Credit what was paid for the subscription (purchase and renewals) back, once."""
+    """Credit everything paid for the subscription (purchases and renewals) back, once: a paid
+    row that never became active used none of it."""
     paid: Any = conn.execute(SQL["paid_for"], {"id": sub["id"]}).fetchone()
     if paid["paid"] > 0:
         ledger.post(conn, sub["user_id"], int(paid["paid"]), reason=reason,

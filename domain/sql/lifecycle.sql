@@ -78,6 +78,14 @@ set expires_at = expires_at + %(period)s,
 where id = %(id)s
 returning status, expires_at
 
+-- name: refundable
+-- §3a's refund: every plan payment whose period starts after now, plus the one
+-- whose period contains now. A purchase payment from before migration 0004
+-- has no recorded period and is not counted (0004 gave renewals theirs).
+select coalesce(sum(amount), 0) as refundable from payments
+where subscription_id = %(id)s and kind in ('purchase', 'renewal')
+  and (period_start > %(now)s or (period_start <= %(now)s and %(now)s < period_end))
+
 -- name: paid_for
 select coalesce(sum(amount), 0) as paid from payments
 where subscription_id = %(id)s and kind in ('purchase', 'renewal')

@@ -298,6 +298,61 @@ def test_a_refund_ends_the_subscription_and_credits_its_payments_once(pool, sent
     assert balance(pool, user) == 500
 
 
+def bought_twice_then_renewed(pool):
+    """A plan bought at T, bought again at T (extended), renewed at the end: 3 periods of 30 days."""
+    from domain import renewals
+
+    user = given(pool, make.user)
+    for n in range(2):
+        p = given(pool, lambda c: make.purchase(c, user))
+        sub = finalize(pool, Payment(p, "telegram", f"tg-period-{n}", 500, "USD")).subscription_id
+    given(pool, lambda c: c.execute("update subscriptions set status = 'active' where id = %s",
+                                    (sub,)))
+    given(pool, lambda c: make.credit(c, user, 500))
+    with pool.connection() as conn, transaction(conn):
+        renewals.renew_due_batch(conn, now=T + 60 * DAY, window=timedelta(hours=12),
+                                 billing_grace=3 * DAY)
+    return user, sub
+
+
+def refund(pool, sub, at, amount=None):
+    with pool.connection() as conn, transaction(conn):
+        return lifecycle.refund(conn, sub, now=at, amount=amount)
+
+
+@pytest.mark.parametrize("at, credited", [
+    (T + DAY, 1500),        # inside the first period: it and the two after it
+    (T + 31 * DAY, 1000),   # the first period is used up
+    (T + 75 * DAY, 500),    # only the renewed period, which contains t
+])
+def test_a_refund_credits_the_period_containing_now_and_every_later_one(pool, sent, at, credited):
+    user, sub = bought_twice_then_renewed(pool)
+    with pool.connection() as conn:
+        periods = conn.execute("select kind, period_start, period_end from payments "
+                               "where subscription_id = %s order by id", (sub,)).fetchall()
+    assert [tuple(r.values()) for r in periods] == [
+        ("purchase", T, T + 30 * DAY), ("purchase", T + 30 * DAY, T + 60 * DAY),
+        ("renewal", T + 60 * DAY, T + 90 * DAY)]
+    assert refund(pool, sub, at) == credited and balance(pool, user) == credited
+    assert one(pool, "select count(*) as n from balance_ledger where reason = 'refund'")["n"] == 1
+
+
+def test_a_refund_in_grace_credits_nothing(pool, sent):
+    user, sub = bought_twice_then_renewed(pool)
+    given(pool, lambda c: c.execute("update subscriptions set status = 'grace' where id = %s",
+                                    (sub,)))
+    assert refund(pool, sub, T + DAY) == 0 and balance(pool, user) == 0
+    assert subs(pool, user)[0]["status"] == "expired"
+
+
+def test_a_refund_amount_replaces_the_sum_and_may_not_exceed_it(pool, sent):
+    user, sub = bought_twice_then_renewed(pool)
+    with pytest.raises(lifecycle.RefundTooLarge, match="cannot refund 501, at most 500"):
+        refund(pool, sub, T + 75 * DAY, amount=501)
+    assert subs(pool, user)[0]["status"] == "active" and balance(pool, user) == 0
+    assert refund(pool, sub, T + 75 * DAY, amount=200) == 200 and balance(pool, user) == 200
+
+
 def test_a_referral_reward_already_posted_is_not_posted_again(pool, sent):
     referrer = given(pool, make.user)
     user = given(pool, make.user)
