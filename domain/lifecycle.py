@@ -196,8 +196,8 @@ def refund(conn: Connection[Any], subscription_id: int, *, now: datetime,
                                 "subscription")
     refundable = 0
     if sub["status"] != "grace":
-        refundable = int(conn.execute(SQL["refundable"], {"id": subscription_id,
-                                                          "now": now}).fetchone()["refundable"])
+        row: Any = conn.execute(SQL["refundable"], {"id": subscription_id, "now": now}).fetchone()
+        refundable = int(row["refundable"])
     if amount is not None and amount > refundable:
         raise RefundTooLarge(subscription_id, amount, refundable)
     credit = refundable if amount is None else amount
