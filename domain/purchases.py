@@ -62,6 +62,7 @@ class Invoice:
     status: str  # active, paid, expired
     amount: int
     currency: str
+    expires_at: datetime | None = None  # expiration_date: when created with expires_in
 
 
 @dataclass(frozen=True)
