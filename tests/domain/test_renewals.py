@@ -8,6 +8,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
+from psycopg.types.json import Jsonb
 
 from domain import renewals
 from lapse.platform.after_commit import transaction
@@ -188,3 +190,60 @@ def test_an_auto_renewing_row_inside_its_billing_grace_is_left_to_the_renewal_sw
         assert lifecycle.expire_if_due(conn, sub, user["user_id"], now=T,
                                        billing_grace=GRACE) is None
     assert sweep(pool) == {"grace": 1}
+
+
+def subscription_row(pool, sub):
+    with pool.connection() as conn:
+        return conn.execute("select user_id, expires_at from subscriptions where id = %s",
+                            (sub,)).fetchone()
+
+
+def test_a_period_already_renewed_is_not_due_again(pool):
+    # a renewal payment for the current period start exists (another writer charged it):
+    # the due query must not claim it, so nothing is charged or even attempted
+    sub = paying(pool, balance=800, ends=T + HOUR)
+    row = subscription_row(pool, sub)
+    given(pool, lambda c: c.execute(
+        "insert into payments (user_id, subscription_id, provider, provider_payment_id, amount, "
+        "currency, kind, period_start, period_end) values (%s, %s, 'balance', 'elsewhere', 500, "
+        "'USD', 'renewal', %s, %s)", (row["user_id"], sub, row["expires_at"],
+                                      row["expires_at"] + 30 * DAY)))
+    assert sweep(pool) == {}
+    assert state(pool, sub)["balance"] == 800 and state(pool, sub)["expires_at"] == T + HOUR
+
+
+def test_the_database_refuses_a_second_renewal_payment_for_one_period(pool):
+    # a writer with a stale view renews the same period twice: the unique key
+    # (subscription, period start) refuses the second, so the end moves once
+    sub = paying(pool, balance=0, ends=T + HOUR)
+    row = subscription_row(pool, sub)
+    params = {"id": sub, "user_id": row["user_id"], "now": T, "period_start": T + HOUR,
+              "period": 30 * DAY, "amount": 500, "currency": "USD", "key": "k", "payload": Jsonb({})}
+    with pool.connection() as conn:
+        conn.execute(renewals.SQL["renew"], params | {"payment_id": "first"})
+        conn.commit()
+        with pytest.raises(psycopg.errors.UniqueViolation, match="payments_one_renewal_per_period"):
+            conn.execute(renewals.SQL["renew"], params | {"payment_id": "second", "key": "k2"})
+        conn.rollback()
+    assert state(pool, sub)["expires_at"] == T + HOUR + 30 * DAY
+
+
+def grace_without_money(pool):
+    sub = paying(pool, balance=0, ends=T - HOUR)
+    assert sweep(pool) == {"grace": 1}
+    return sub
+
+
+def test_a_pruned_renewal_failed_notice_is_not_sent_again_in_the_same_period(pool):
+    sub = grace_without_money(pool)
+    given(pool, lambda c: c.execute("delete from notifications where kind = 'renewal_failed'"))
+    assert sweep(pool, T + HOUR) == {"grace": 1}
+    assert state(pool, sub)["notices"] is None  # the period's notice was sent: not again
+
+
+def test_the_renewal_failed_notice_is_keyed_by_its_period(pool):
+    sub = grace_without_money(pool)
+    given(pool, lambda c: c.execute(
+        "update subscriptions set renewal_failed_notified_for = null where id = %s", (sub,)))
+    assert sweep(pool, T + HOUR) == {"grace": 1}
+    assert state(pool, sub)["notices"] == ["renewal_failed"]
