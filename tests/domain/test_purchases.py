@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain import lifecycle, purchases
+from domain import ledger, lifecycle, purchases
 from domain.purchases import Invoice, Payment
 from lapse.platform.after_commit import transaction
 from tests.support import factories as make
@@ -351,6 +351,23 @@ def test_a_refund_amount_replaces_the_sum_and_may_not_exceed_it(pool, sent):
         refund(pool, sub, T + 75 * DAY, amount=501)
     assert subs(pool, user)[0]["status"] == "active" and balance(pool, user) == 0
     assert refund(pool, sub, T + 75 * DAY, amount=200) == 200 and balance(pool, user) == 200
+
+
+def test_a_second_plan_pays_no_referral_reward_even_when_the_first_was_posted_under_another_ref(
+        pool, sent):
+    # the first plan was paid and rewarded before the reward's reference was per user (another
+    # ref): the ledger's (user, reason, ref) key cannot stop a second reward, the first-plan check must
+    referrer = given(pool, make.user)
+    user = given(pool, make.user)
+
+    def earlier_paid_plan(c):
+        c.execute("update users set referred_by = %s where id = %s", (referrer, user))
+        first = make.purchase(c, user, status="paid")
+        ledger.post(c, referrer, 100, reason="referral", ref=f"purchase:{first}", now=T - DAY)
+    given(pool, earlier_paid_plan)
+    second = given(pool, lambda c: make.purchase(c, user))
+    assert finalize(pool, Payment(second, "telegram", "tg-r3", 500, "USD")).outcome == "paid"
+    assert balance(pool, referrer) == 100
 
 
 def test_a_referral_reward_already_posted_is_not_posted_again(pool, sent):
