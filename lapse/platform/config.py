@@ -66,7 +66,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_S3_CONCURRENCY", "16", "Concurrent S3 calls when tagging, restoring or deleting one batch per object."),
     Variable("LAPSE_S3_BATCH_THRESHOLD", "10000", "Keys above which tagging uses an S3 Batch Operations job (R7) when LAPSE_S3_BATCH_ROLE_ARN is set."),
     Variable("LAPSE_S3_BATCH_ROLE_ARN", None, "IAM role S3 Batch Operations runs as. Unset: always tag per object (moto, MinIO)."),
-    Variable("LAPSE_CRYPTO_INVOICE_TTL_MINUTES", "60", "A crypto purchase still unpaid this long after it was created expires (a late payment is still credited)."),
+    Variable("LAPSE_CRYPTO_INVOICE_TTL_MINUTES", "60", "A crypto invoice's expires_in at Crypto Pay; an invoice still active 5 minutes past its expiry is deleted there, then its purchase expires (a payment seen within 3 days after is still credited)."),
     Variable("LAPSE_RENEWAL_WINDOW_HOURS", "12", "Auto-renewal charges a subscription this many hours before it ends."),
     Variable("LAPSE_REFERRAL_REWARD", "100", "Credit (minor units) to a referrer on the referred user's first paid plan."),
     Variable("LAPSE_S3_ACCOUNT_ID", None, "AWS account id that owns S3 Batch Operations jobs (required with the role)."),
