@@ -6,8 +6,10 @@ runs as 2 processes x 4 threads on 20,000 due subscriptions (then 20,000
 pending top-up purchases), and the run is checked for double charges.
 Goal: >= 0.5 of pgbench's TPS, zero double charges.
 
-    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
+    [DATABASE_URL=postgresql://USER@HOST:PORT/postgres] \\
         .venv/bin/python bench/money_vs_pgbench.py [--rows 20000] [--seconds 20]
+
+Without DATABASE_URL it runs on the embedded PostgreSQL under .lapse.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def worker(url: str, job: str, index: int, start_at: float) -> None:
         while True:
             with pool.connection() as conn, transaction(conn):
                 batch = renewals.renew_due_batch(conn, now=NOW, window=timedelta(hours=12),
-                                                 limit=BATCH)
+                                                 billing_grace=timedelta(days=3), limit=BATCH)
             if batch.last_id is None:
                 return
 

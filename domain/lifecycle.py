@@ -81,14 +81,13 @@ def expire_if_due(conn: Connection[Any], subscription_id: int, user_id: int, *, 
         return None
     if sub["kind"] == "trial":
         rule, ended_at = "trial_ended", sub["expires_at"]
-    elif sub["status"] == "grace":
-        if sub["expires_at"] + billing_grace > now:
-            return None
-        rule, ended_at = "grace_ended", now
-    elif sub["status"] == "cancelled" or not sub["auto_renew"]:
+    elif sub["status"] == "cancelled" or (sub["status"] == "active" and not sub["auto_renew"]):
         rule, ended_at = "paid_ended", sub["expires_at"]
+    elif sub["expires_at"] + billing_grace > now:
+        return None  # in billing grace: the renewal sweep charges it or moves it to grace
     else:
-        return None  # active with auto-renew on: the renewal sweep charges it or moves it to grace
+        # grace, or auto-renewing active the renewal sweep never reached: never charged now
+        rule, ended_at = "grace_ended", now
     _end(conn, sub, ended_at=ended_at, event="expired", now=now)
     return Expired(subscription_id, user_id, rule)
 
@@ -99,6 +98,8 @@ class Granted:
 
     subscription_id: int
     transition: str  # new_pending, converted_trial, extended
+    period_start: datetime  # the period this payment pays for (§3a)
+    period_end: datetime
 
 
 def apply_plan(conn: Connection[Any], user_id: int, plan_code: str, *, now: datetime) -> Granted:
@@ -116,11 +117,12 @@ def apply_plan(conn: Connection[Any], user_id: int, plan_code: str, *, now: date
     period = timedelta(days=int(plan["period_days"]))
     current: Any = conn.execute(SQL["current_for_update"], {"user_id": user_id}).fetchone()
     if current is not None and current["kind"] == "paid":
-        status = conn.execute(SQL["extend"], {"id": current["id"], "period": period}).fetchone()
+        extended: Any = conn.execute(SQL["extend"], {"id": current["id"],
+                                                     "period": period}).fetchone()
         _event(conn, current, "extended", now)
         request_restore(conn, user_id)
-        assert status is not None
-        return Granted(int(current["id"]), "extended")
+        return Granted(int(current["id"]), "extended", extended["expires_at"] - period,
+                       extended["expires_at"])
     key, status, transition = uuid.uuid4(), "pending", "new_pending"
     if current is not None:  # a trial: it ends now and its key moves to the paid row
         conn.execute(SQL["convert_trial"], {"id": current["id"], "now": now})
@@ -135,7 +137,7 @@ def apply_plan(conn: Connection[Any], user_id: int, plan_code: str, *, now: date
     if status == "pending":
         send_after_commit(conn, "activate_subscription", int(row["id"]))
     request_restore(conn, user_id)
-    return Granted(int(row["id"]), transition)
+    return Granted(int(row["id"]), transition, now, now + period)
 
 
 def set_auto_renew(conn: Connection[Any], subscription_id: int, on: bool, *, now: datetime) -> str:
@@ -170,23 +172,46 @@ def revoke(conn: Connection[Any], subscription_id: int, *, now: datetime) -> Non
     _end(conn, sub, ended_at=now, event="revoked", now=now)
 
 
-def refund(conn: Connection[Any], subscription_id: int, *, now: datetime) -> int:
-    """§3a's refund: expired now (event ``refunded``), what was paid for it credited back; returns the credit.
+class RefundTooLarge(PermanentError):
+    """An operator's refund amount above what §3a allows for the subscription; nothing was changed."""
 
-    The ledger reversal credits the sum of the subscription's purchase and
-    renewal payments to the balance, once (reference ``subscription:<id>``).
+    def __init__(self, subscription_id: int, amount: int, refundable: int) -> None:
+        super().__init__(f"subscription {subscription_id}: cannot refund {amount}, at most "
+                         f"{refundable} (the periods not yet used)")
+        self.subscription_id, self.amount, self.refundable = subscription_id, amount, refundable
+
+
+def refund(conn: Connection[Any], subscription_id: int, *, now: datetime,
+           amount: int | None = None) -> int:
+    """§3a's refund: expired now (event ``refunded``), the unused periods credited back once; returns the credit.
+
+    Refundable: every plan payment (purchase or renewal) whose period starts
+    after ``now``, plus the one whose period contains ``now``; nothing in
+    ``grace``. ``amount`` replaces that sum and may not exceed it. One ledger
+    row, reference ``subscription:<id>``.
     """
     sub = _locked_subscription(conn, subscription_id)
     if sub["kind"] != "paid" or sub["status"] not in ("active", "grace", "cancelled"):
         raise TransitionRefused(subscription_id, f"cannot refund a {sub['kind']} {sub['status']} "
                                 "subscription")
+    refundable = 0
+    if sub["status"] != "grace":
+        row: Any = conn.execute(SQL["refundable"], {"id": subscription_id, "now": now}).fetchone()
+        refundable = int(row["refundable"])
+    if amount is not None and amount > refundable:
+        raise RefundTooLarge(subscription_id, amount, refundable)
+    credit = refundable if amount is None else amount
     _end(conn, sub, ended_at=now, event="refunded", now=now)
-    return _credit_payments(conn, sub, reason="refund", now=now)
+    if credit > 0:
+        ledger.post(conn, sub["user_id"], credit, reason="refund",
+                    ref=f"subscription:{subscription_id}", now=now)
+    return credit
 
 
 def _credit_payments(conn: Connection[Any], sub: dict[str, Any], *, reason: str,
                      now: datetime) -> int:
-    """Credit what was paid for the subscription (purchase and renewals) back, once."""
+    """Credit everything paid for the subscription (purchases and renewals) back, once: a paid
+    row that never became active used none of it."""
     paid: Any = conn.execute(SQL["paid_for"], {"id": sub["id"]}).fetchone()
     if paid["paid"] > 0:
         ledger.post(conn, sub["user_id"], int(paid["paid"]), reason=reason,

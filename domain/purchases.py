@@ -3,10 +3,13 @@
 One transaction under the user lock (the caller's). The (provider,
 provider_payment_id) unique key makes a repeated message return the earlier
 result. Money a provider took is never dropped: a payment that cannot buy
-what it was for (wrong amount or currency, an expired or already settled
-purchase, an exhausted promo code) fails the purchase and credits the amount
-to the balance with a notice. A crypto payment must come with the
-provider's own confirmation of the invoice, fetched before the transaction.
+what it was for (wrong amount or currency, an expired purchase, an exhausted
+promo code) fails the purchase and credits the amount to the balance with a
+notice. A purchase already ``paid`` or ``failed`` accepts no further payment
+id: that message is refused (a permanent error, archived for an operator),
+because crediting it automatically let forged messages mint money. A crypto
+payment's id is its invoice id, and it must come with the provider's own
+confirmation of the invoice, fetched before the transaction.
 """
 
 from __future__ import annotations
@@ -43,6 +46,14 @@ class UnverifiedPayment(PermanentError):
         self.purchase_id = purchase_id
 
 
+class PaymentRefused(PermanentError):
+    """A payment message M2 refuses without crediting anything: an operator reviews it in the archive."""
+
+    def __init__(self, purchase_id: int, problem: str) -> None:
+        super().__init__(f"purchase {purchase_id}: {problem}")
+        self.purchase_id = purchase_id
+
+
 @dataclass(frozen=True)
 class Invoice:
     """The provider's own view of an invoice (Crypto Pay ``getInvoices``)."""
@@ -51,6 +62,7 @@ class Invoice:
     status: str  # active, paid, expired
     amount: int
     currency: str
+    expires_at: datetime | None = None  # expiration_date: when created with expires_in
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,7 @@ def finalize_purchase(conn: Connection[Any], payment: Payment, *, now: datetime,
         "provider_payment_id": payment.provider_payment_id}).fetchone()
     if earlier is not None:
         return Finalized("duplicate", int(earlier["id"]), earlier["subscription_id"])
+    _refuse(purchase, payment)
     if payment.provider == "crypto":
         _verify(purchase, payment, invoice)
     problem = _mismatch(purchase, payment)
@@ -98,17 +111,17 @@ def finalize_purchase(conn: Connection[Any], payment: Payment, *, now: datetime,
                                 ref=f"purchase:{purchase['id']}", now=now)
         except (_PromoExhausted, ledger.InsufficientBalance) as refused:
             return _fail(conn, purchase, payment, str(refused), now)
-    subscription_id = None
+    granted = None
     if purchase["kind"] == "topup":
         ledger.post(conn, purchase["user_id"], payment.amount, reason="topup",
                     ref=f"purchase:{purchase['id']}", now=now)
     else:
-        subscription_id = lifecycle.apply_plan(conn, purchase["user_id"], purchase["plan_code"],
-                                               now=now).subscription_id
+        granted = lifecycle.apply_plan(conn, purchase["user_id"], purchase["plan_code"], now=now)
         _reward_referrer(conn, purchase, referral_reward, now)
     fault_point("finalize.money_moved")
-    return Finalized("paid", _record(conn, purchase, payment, "purchase", subscription_id, now,
-                                     query="settle"), subscription_id)
+    return Finalized("paid", _record(conn, purchase, payment, "purchase", granted, now,
+                                     query="settle"),
+                     granted.subscription_id if granted else None)
 
 
 class _PromoExhausted(Exception):
@@ -123,7 +136,21 @@ def _consume_promo(conn: Connection[Any], purchase: Any) -> None:
         raise _PromoExhausted(f"promo code {purchase['promo_code']} is exhausted")
 
 
+def _refuse(purchase: Any, payment: Payment) -> None:
+    """M2's refusals: nothing is credited, the message goes to the archive for an operator."""
+    if purchase["status"] in ("paid", "failed"):
+        raise PaymentRefused(purchase["id"], f"already {purchase['status']}: a further payment "
+                             f"{payment.provider}:{payment.provider_payment_id} is credited by "
+                             "an operator, never automatically")
+    if purchase["kind"] == "topup" and "balance" in (payment.provider, purchase["provider"]):
+        raise PaymentRefused(purchase["id"], "a top-up cannot be paid from the balance")
+
+
 def _verify(purchase: Any, payment: Payment, invoice: Invoice | None) -> None:
+    if payment.provider_payment_id != purchase["provider_invoice_id"]:
+        raise UnverifiedPayment(purchase["id"], f"payment id {payment.provider_payment_id} is not "
+                                f"this purchase's invoice ({purchase['provider_invoice_id']}): "
+                                "a crypto payment's id is its invoice id")
     if invoice is None:
         raise UnverifiedPayment(purchase["id"], "a crypto payment needs the provider's invoice")
     if invoice.invoice_id != purchase["provider_invoice_id"]:
@@ -148,17 +175,14 @@ def _mismatch(purchase: Any, payment: Payment) -> str | None:
 
 def _fail(conn: Connection[Any], purchase: Any, payment: Payment, problem: str,
           now: datetime) -> Finalized:
-    """The purchase fails; what the provider took is credited to the balance, with a notice."""
-    if purchase["status"] == "pending":
-        conn.execute(SQL["set_status"], {"id": purchase["id"], "status": "failed", "now": now})
+    """The purchase (pending or expired) fails; what the provider took is credited, with a notice."""
+    conn.execute(SQL["set_status"], {"id": purchase["id"], "status": "failed", "now": now})
     credited = 0
     if payment.provider != "balance":  # a balance payment took nothing yet
         ledger.post(conn, purchase["user_id"], payment.amount, reason="unmatched_payment",
                     ref=f"{payment.provider}:{payment.provider_payment_id}", now=now)
         credited = payment.amount
-    # the settled purchase already has its payment: this one is recorded on its own
-    linked = purchase if purchase["status"] == "pending" else {**purchase, "id": None}
-    payment_id = _record(conn, linked, payment, "unmatched", None, now)
+    payment_id = _record(conn, purchase, payment, "unmatched", None, now)
     conn.execute(SQL["notify"], {
         "user_id": purchase["user_id"], "kind": "payment_unmatched",
         "key": f"payment_unmatched:{payment.provider}:{payment.provider_payment_id}",
@@ -181,10 +205,13 @@ def _reward_referrer(conn: Connection[Any], purchase: Any, reward: int, now: dat
 
 
 def _record(conn: Connection[Any], purchase: Any, payment: Payment, kind: str,
-            subscription_id: int | None, now: datetime, query: str = "insert_payment") -> int:
+            granted: lifecycle.Granted | None, now: datetime, query: str = "insert_payment") -> int:
+    """The payment row; a plan payment records the period it pays for (§3a)."""
     row: Any = conn.execute(SQL[query], {
         "user_id": purchase["user_id"], "purchase_id": purchase["id"],
-        "subscription_id": subscription_id, "provider": payment.provider,
+        "subscription_id": granted.subscription_id if granted else None,
+        "period_start": granted.period_start if granted else None,
+        "period_end": granted.period_end if granted else None, "provider": payment.provider,
         "provider_payment_id": payment.provider_payment_id, "amount": payment.amount,
         "currency": payment.currency, "kind": kind, "now": now}).fetchone()
     return int(row["id"])

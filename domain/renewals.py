@@ -3,8 +3,8 @@
 The claim locks each due subscription and its user row together
 (``FOR UPDATE ... SKIP LOCKED``); a subscription whose user another
 transaction holds is left for the next sweep. A subscription is due when it is paid, has auto-renew, is ``active`` or
-``grace``, ends within the renewal window (or has ended), and has no renewal
-payment for its current period start. Renewing debits the plan's price,
+``grace``, ends within the renewal window (or has ended less than the billing
+grace ago), and has no renewal payment for its current period start. Renewing debits the plan's price,
 extends ``expires_at`` by the period from the old end, records the payment
 (unique per subscription and period start), sets ``last_auto_renewal_at``
 and queues a "renewed" notification, all in one savepoint; the key is kept.
@@ -39,11 +39,16 @@ class Batch:
     last_id: int | None  # keyset cursor: the last claimed id, None when nothing was due
 
 
-def renew_due_batch(conn: Connection[Any], *, now: datetime, window: timedelta, after: int = 0,
-                    limit: int = 100) -> Batch:
-    """Claim one batch of due subscriptions (skipping rows others hold) and renew each in a savepoint."""
-    rows: list[Any] = conn.execute(SQL["claim_due"], {"now": now, "window": window,
-                                                      "after": after, "limit": limit}).fetchall()
+def renew_due_batch(conn: Connection[Any], *, now: datetime, window: timedelta,
+                    billing_grace: timedelta, after: int = 0, limit: int = 100) -> Batch:
+    """Claim one batch of due subscriptions (skipping rows others hold) and renew each in a savepoint.
+
+    A subscription whose billing grace has ended is never claimed: it
+    expires (§3a), it is not charged.
+    """
+    rows: list[Any] = conn.execute(SQL["claim_due"], {
+        "now": now, "window": window, "grace": billing_grace, "after": after,
+        "limit": limit}).fetchall()
     fault_point("renewal.claimed")
     counts: Counter[str] = Counter()
     for row in rows:

@@ -5,11 +5,20 @@ test that commits or runs actors; ``conn`` is a transaction on a shared
 migrated database, rolled back at the end. Every pool the tests use is a
 ``PoisoningPool``. With CI=true, a test that needs Redis or PostgreSQL fails
 instead of being skipped.
+
+Two runs may share one PostgreSQL server and one Redis database: every
+database of a run is named ``lapse_test_<run id>_…`` and dropped when the
+session ends, and its Redis keys live under its own ``LAPSE_REDIS_NAMESPACE``
+(only those are deleted, never the whole Redis database). A run holds a
+session advisory lock on its id for as long as it lives; databases of a run
+whose lock is free (the run is gone) are dropped at the next session start.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,13 +56,59 @@ def with_database(url: str, name: str) -> str:
 
 SERVER = _server_url()
 ADMIN = with_database(SERVER, "postgres")
-TEMPLATE = "lapse_test_template"
-SHARED = "lapse_test_shared"
+RUN_ID = f"r{os.getpid()}_{secrets.token_hex(3)}"
+PREFIX = f"lapse_test_{RUN_ID}"
+TEMPLATE = f"{PREFIX}_template"
+SHARED = f"{PREFIX}_shared"
+REDIS_NAMESPACE = f"lapse-test-{RUN_ID}"
+os.environ["LAPSE_REDIS_NAMESPACE"] = REDIS_NAMESPACE
+_RUN_DATABASE = re.compile(r"lapse_test_(r[0-9]+_[0-9a-f]{6})_.+")
+_run_lock: psycopg.Connection[Any] | None = None
 
 
-def _admin(sql: str) -> None:
+def database_name(purpose: str = "db") -> str:
+    """A fresh database name of this run (dropped at the latest when the session ends)."""
+    name = f"{PREFIX}_{purpose}_{uuid.uuid4().hex[:8]}"
+    assert len(name) <= 63, f"PostgreSQL truncates names over 63 bytes: {name}"
+    return name
+
+
+def _admin(sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(sql)
+        cursor = conn.execute(sql)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _hold_run_lock() -> psycopg.Connection[Any]:
+    """Take this run's advisory lock on a connection kept open for the whole session."""
+    conn = psycopg.connect(ADMIN, autocommit=True, keepalives=1, keepalives_idle=30)
+    conn.execute("select pg_advisory_lock(hashtext('lapse-test-run'), hashtext(%s))", (RUN_ID,))
+    return conn
+
+
+def run_databases(run_id: str = RUN_ID) -> list[str]:
+    """Databases of one run (this one by default); with ``"*"``, of every run."""
+    names = [name for (name,) in _admin("select datname from pg_database order by 1")]
+    return [n for n in names if (m := _RUN_DATABASE.fullmatch(n)) and run_id in ("*", m.group(1))]
+
+
+def _drop_databases_of_dead_runs() -> None:
+    # A run takes its lock before it creates a database and holds it until its
+    # process ends, so a free lock proves that nothing of that run is running.
+    runs = {m.group(1) for n in run_databases("*") if (m := _RUN_DATABASE.fullmatch(n))}
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        for run in sorted(runs - {RUN_ID}):
+            key = (run,)
+            free = conn.execute("select pg_try_advisory_lock(hashtext('lapse-test-run'), "
+                                "hashtext(%s))", key).fetchone()
+            if not (free and free[0]):
+                continue
+            try:
+                for name in run_databases(run):
+                    conn.execute(f'drop database if exists "{name}" with (force)')
+            finally:
+                conn.execute("select pg_advisory_unlock(hashtext('lapse-test-run'), hashtext(%s))",
+                             key)
 
 
 def create_database(name: str, template: str | None = TEMPLATE) -> str:
@@ -67,8 +122,11 @@ def drop_database(name: str) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    global _run_lock
     from lapse.platform import migrate
 
+    _run_lock = _hold_run_lock()
+    _drop_databases_of_dead_runs()
     url = create_database(TEMPLATE, template=None)
     with psycopg.connect(url) as conn:
         migrate.migrate(conn)
@@ -79,10 +137,34 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     reset_settings()
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for name in run_databases():
+        drop_database(name)
+    _delete_redis_keys()
+    if _run_lock is not None:
+        _run_lock.close()
+
+
+def _delete_redis_keys() -> None:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(_redis_url(), socket_connect_timeout=2)
+        delete_namespace(client, REDIS_NAMESPACE)
+    except redis.RedisError:
+        return  # no Redis, so this run left nothing there
+
+
+def delete_namespace(client: Any, namespace: str) -> int:
+    """Delete the Redis keys under ``namespace:`` (and nothing else); return how many."""
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
+    return int(client.delete(*keys)) if keys else 0
+
+
 @pytest.fixture
 def database() -> Iterator[str]:
     """URL of a fresh database cloned from the migrated template."""
-    name = f"lapse_test_{uuid.uuid4().hex[:10]}"
+    name = database_name()
     url = create_database(name)
     yield url
     drop_database(name)
@@ -158,12 +240,16 @@ def service_unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def _redis_url() -> str:
+    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """A reachable Redis (REDIS_URL or 127.0.0.1:6379, database 15), flushed; skipped when absent."""
+    """A reachable Redis (REDIS_URL or 127.0.0.1:6379, database 15); skipped when absent."""
     import redis
 
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+    url = _redis_url()
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError as error:
@@ -173,9 +259,10 @@ def redis_url() -> str:
 
 @pytest.fixture
 def clean_redis(redis_url: str) -> str:
+    """The Redis URL with this run's namespace empty (other runs' keys are left alone)."""
     import redis
 
-    redis.Redis.from_url(redis_url).flushdb()
+    delete_namespace(redis.Redis.from_url(redis_url), REDIS_NAMESPACE)
     return redis_url
 
 

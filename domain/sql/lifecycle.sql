@@ -11,7 +11,7 @@ where s.id > %(after)s
         and (s.kind = 'trial'
              or s.status = 'cancelled'
              or (s.status = 'active' and not s.auto_renew)
-             or (s.status = 'grace' and s.expires_at + %(grace)s <= %(now)s)))
+             or (s.status in ('active', 'grace') and s.expires_at + %(grace)s <= %(now)s)))
        or (s.status = 'pending' and s.kind = 'paid'
            and s.started_at + %(activation_deadline)s <= %(now)s))
 order by s.id limit %(limit)s
@@ -76,7 +76,15 @@ update subscriptions
 set expires_at = expires_at + %(period)s,
     status = case when status = 'grace' then 'active' else status end
 where id = %(id)s
-returning status
+returning status, expires_at
+
+-- name: refundable
+-- §3a's refund: every plan payment whose period starts after now, plus the one
+-- whose period contains now. A purchase payment from before migration 0004
+-- has no recorded period and is not counted (0004 gave renewals theirs).
+select coalesce(sum(amount), 0) as refundable from payments
+where subscription_id = %(id)s and kind in ('purchase', 'renewal')
+  and (period_start > %(now)s or (period_start <= %(now)s and %(now)s < period_end))
 
 -- name: paid_for
 select coalesce(sum(amount), 0) as paid from payments

@@ -40,14 +40,15 @@ values (%(user_id)s, %(kind)s, %(key)s, %(payload)s, %(now)s)
 on conflict (idempotency_key) do nothing
 
 -- name: settle
--- The purchase becomes paid and gets its one payment: one statement.
+-- The purchase becomes paid and gets its one payment (with the period a
+-- plan payment pays for, §3a): one statement.
 with settled as (
     update purchases set status = 'paid', paid_at = %(now)s where id = %(purchase_id)s
     returning id
 )
 insert into payments (user_id, purchase_id, subscription_id, provider, provider_payment_id,
-                      amount, currency, kind, created_at)
+                      amount, currency, kind, period_start, period_end, created_at)
 select %(user_id)s, id, %(subscription_id)s, %(provider)s, %(provider_payment_id)s, %(amount)s,
-       %(currency)s, 'purchase', %(now)s
+       %(currency)s, 'purchase', %(period_start)s, %(period_end)s, %(now)s
 from settled
 returning id

@@ -11,6 +11,8 @@ join users u on u.id = s.user_id
 join plans p on p.code = s.plan_code
 where s.kind = 'paid' and s.auto_renew and s.status in ('active', 'grace')
   and s.expires_at <= %(now)s + %(window)s
+  -- past its billing grace a subscription expires (§3a), it is never charged
+  and s.expires_at + %(grace)s > %(now)s
   and s.id > %(after)s
   and not exists (select 1 from payments r
                   where r.subscription_id = s.id and r.kind = 'renewal'
@@ -29,9 +31,9 @@ with renewed as (
     returning id
 ), paid as (
     insert into payments (user_id, subscription_id, provider, provider_payment_id, amount,
-                          currency, kind, period_start, created_at)
+                          currency, kind, period_start, period_end, created_at)
     select %(user_id)s, id, 'balance', %(payment_id)s, %(amount)s, %(currency)s, 'renewal',
-           %(period_start)s, %(now)s
+           %(period_start)s, %(period_start)s + %(period)s, %(now)s
     from renewed
 ), noted as (
     insert into subscription_events (subscription_id, user_id, type, created_at)

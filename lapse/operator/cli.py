@@ -125,12 +125,14 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("ids", type=_positive, nargs="+", metavar="ID")
 
     refund = commands.add_parser(
-        "refund", help="refund a paid subscription (§3a): expired now, payments credited back",
-        description="Ends the subscription now (event refunded), credits the sum of its purchase "
-                    "and renewal payments to the user's balance once, and tags the recordings "
-                    "when retention ends.")
+        "refund", help="refund a paid subscription (§3a): expired now, unused periods credited back",
+        description="Ends the subscription now (event refunded), credits back once every plan "
+                    "payment whose period starts after now plus the one whose period contains "
+                    "now (nothing in grace), and tags the recordings when retention ends.")
     refund.add_argument("subscription_id", type=_positive)
     refund.add_argument("--reason", default="operator", help="why (logged), e.g. 'chargeback'")
+    refund.add_argument("--amount", type=_positive, default=None,
+                        help="credit this (minor units) instead; at most what §3a would credit")
 
     embedded = commands.add_parser("embedded", help="the embedded PostgreSQL").add_subparsers(
         dest="embedded_command", required=True)
@@ -343,7 +345,8 @@ def cmd_refund(args: argparse.Namespace, config: Settings) -> int:
 
     _require_broker(config)
     with _pool().connection() as conn, transaction(conn):
-        credited = lifecycle.refund(conn, args.subscription_id, now=clock.now())
+        credited = lifecycle.refund(conn, args.subscription_id, now=clock.now(),
+                                    amount=args.amount)
     logging.getLogger("lapse.refund").info("refunded subscription %s (%s): credited %s",
                                            args.subscription_id, args.reason, credited)
     print(f"refunded subscription {args.subscription_id} ({args.reason}): {credited} credited "

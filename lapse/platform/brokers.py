@@ -101,8 +101,11 @@ def build_broker(config: Settings) -> dramatiq.Broker:
     """A new broker of the configured kind, with Lapse's middleware."""
     middleware = _middleware(config.broker)
     if config.broker == "redis":
-        return LapseRedisBroker(url=config.redis_url, middleware=middleware)
+        return LapseRedisBroker(url=config.redis_url, namespace=config.redis_namespace,
+                                middleware=middleware)
     if config.broker == "postgres":
+        # url=, never pool=db.pool(): dramatiq-postgres (and our claim) unpack tuple rows,
+        # and Lapse's pool hands out dict_row connections.
         return LapsePostgresBroker(
             url=db.database_url(config), results=False, middleware=middleware
         )

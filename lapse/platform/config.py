@@ -8,6 +8,7 @@ listed here.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,6 +36,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_URL", None, "PostgreSQL URL. Unset: an embedded PostgreSQL under LAPSE_HOME."),
     Variable("LAPSE_BROKER", "postgres", "Message broker: `redis`, `postgres` (dramatiq-postgres) or `stub` (tests)."),
     Variable("REDIS_URL", None, "Redis URL; required when LAPSE_BROKER=redis (never defaulted)."),
+    Variable("LAPSE_REDIS_NAMESPACE", "dramatiq", "Prefix of every Redis key the broker uses (letters, digits, `_.:-`), so deployments or test runs can share one Redis database."),
     Variable("LAPSE_HOME", ".lapse", "Folder of the embedded PostgreSQL and local S3 data."),
     Variable("LAPSE_S3_ENDPOINT_URL", None, "S3 endpoint. Unset with the embedded default: a local moto server."),
     Variable("LAPSE_S3_BUCKET", "lapse-recordings", "Bucket holding recording audio."),
@@ -66,13 +68,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_S3_CONCURRENCY", "16", "Concurrent S3 calls when tagging, restoring or deleting one batch per object."),
     Variable("LAPSE_S3_BATCH_THRESHOLD", "10000", "Keys above which tagging uses an S3 Batch Operations job (R7) when LAPSE_S3_BATCH_ROLE_ARN is set."),
     Variable("LAPSE_S3_BATCH_ROLE_ARN", None, "IAM role S3 Batch Operations runs as. Unset: always tag per object (moto, MinIO)."),
-    Variable("LAPSE_CRYPTO_INVOICE_TTL_MINUTES", "60", "A crypto purchase still unpaid this long after it was created expires (a late payment is still credited)."),
+    Variable("LAPSE_CRYPTO_INVOICE_TTL_MINUTES", "60", "A crypto invoice's expires_in at Crypto Pay; an invoice still active 5 minutes past its expiry is deleted there, then its purchase expires (a payment seen within 3 days after is still credited)."),
     Variable("LAPSE_RENEWAL_WINDOW_HOURS", "12", "Auto-renewal charges a subscription this many hours before it ends."),
     Variable("LAPSE_REFERRAL_REWARD", "100", "Credit (minor units) to a referrer on the referred user's first paid plan."),
     Variable("LAPSE_S3_ACCOUNT_ID", None, "AWS account id that owns S3 Batch Operations jobs (required with the role)."),
 )
 
 _BROKERS = ("redis", "postgres", "stub")
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class Settings:
     referral_reward: int = 100
     renewal_window_hours: int = 12
     crypto_invoice_ttl_minutes: int = 60
+    redis_namespace: str = "dramatiq"
 
     @property
     def embedded(self) -> bool:
@@ -183,6 +187,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                                            "LAPSE_RENEWAL_WINDOW_HOURS"),
         referral_reward=_positive_int(raw("LAPSE_REFERRAL_REWARD"), "LAPSE_REFERRAL_REWARD"),
         s3_account_id=_batch_account(raw("LAPSE_S3_ACCOUNT_ID"), raw("LAPSE_S3_BATCH_ROLE_ARN")),
+        redis_namespace=_redis_namespace(raw("LAPSE_REDIS_NAMESPACE") or ""),
     )
 
 
@@ -193,6 +198,13 @@ def _panel_credentials(raw: Callable[[str], str | None]) -> None:
     for name in ("LAPSE_PANEL_USER", "LAPSE_PANEL_PASSWORD"):
         if raw(name) is None:
             raise ConfigError(name, "required with LAPSE_PANEL_URL unless LAPSE_PANEL_TOKEN is set")
+
+
+def _redis_namespace(value: str) -> str:
+    if not _NAMESPACE.fullmatch(value):
+        raise ConfigError("LAPSE_REDIS_NAMESPACE",
+                          f"must be 1-64 letters, digits or _.:- starting with a letter or digit, got {value!r}")
+    return value
 
 
 def _batch_account(account: str | None, role: str | None) -> str | None:

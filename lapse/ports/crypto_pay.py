@@ -1,4 +1,4 @@
-"""The Crypto Pay (CryptoBot) port: ``createInvoice`` and ``getInvoices`` through httpx.
+"""The Crypto Pay (CryptoBot) port: ``createInvoice``, ``getInvoices`` and ``deleteInvoice`` through httpx.
 
 Every call carries the ``Crypto-Pay-API-Token`` header and a timeout; 429
 (honouring ``Retry-After``), 5xx and transport errors are retried with
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -42,6 +43,7 @@ class CryptoPay:
 
     def create_invoice(self, *, purchase_id: int, amount: int, currency: str,
                        expires_in: int) -> Invoice:
+        """A fiat invoice the provider itself expires after ``expires_in`` seconds (M4's TTL)."""
         result = self._call("createInvoice", {
             "currency_type": "fiat", "fiat": currency, "amount": _decimal(amount),
             "payload": str(purchase_id), "expires_in": expires_in})
@@ -58,6 +60,12 @@ class CryptoPay:
                 raise CryptoPayGarbage(f"getInvoices: no items list in {str(result)[:200]}")
             found.extend(_invoice(item) for item in items)
         return found
+
+    def delete_invoice(self, invoice_id: str) -> None:
+        """Delete an invoice at the provider: it can no longer be paid and leaves ``getInvoices``."""
+        result = self._call("deleteInvoice", {"invoice_id": int(invoice_id)})
+        if result is not True:
+            raise CryptoPayGarbage(f"deleteInvoice {invoice_id}: result {str(result)[:200]}")
 
     def _call(self, method: str, params: dict[str, Any]) -> Any:
         self.breaker.before_call()
@@ -104,10 +112,12 @@ def _decimal(minor: int) -> str:
 
 def _invoice(item: Any) -> Invoice:
     try:
+        expires = item.get("expiration_date")
         return Invoice(invoice_id=str(item["invoice_id"]), status=str(item["status"]),
                        amount=int((Decimal(str(item["amount"])) * 100).to_integral_exact()),
-                       currency=str(item.get("fiat") or item["asset"]))
-    except (KeyError, TypeError, InvalidOperation) as error:
+                       currency=str(item.get("fiat") or item["asset"]),
+                       expires_at=datetime.fromisoformat(expires) if expires else None)
+    except (KeyError, TypeError, ValueError, InvalidOperation) as error:
         raise CryptoPayGarbage(f"an invoice Lapse cannot read ({error!r}): {str(item)[:200]}"
                                ) from None
 

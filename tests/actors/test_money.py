@@ -43,13 +43,21 @@ def test_lapse_refund_from_the_command_line(pool, database):
         sub = make.subscription(conn, user, started_at=now - timedelta(days=1),
                                 expires_at=now + timedelta(days=29))
         conn.execute("insert into payments (user_id, subscription_id, provider, provider_payment_id,"
-                     " amount, currency, kind) values (%s, %s, 'telegram', 'tg-r', 500, 'USD', "
-                     "'purchase')", (user, sub))
+                     " amount, currency, kind, period_start, period_end) values (%s, %s, "
+                     "'telegram', 'tg-r', 500, 'USD', 'purchase', %s, %s)",
+                     (user, sub, now - timedelta(days=1), now + timedelta(days=29)))
         conn.commit()
     env = {"DATABASE_URL": database}
-    done = lapse("refund", str(sub), "--reason", "chargeback", env=env)
+    too_much = lapse("refund", str(sub), "--amount", "501", env=env)
+    assert too_much.returncode == 2 and too_much.stderr.strip().splitlines() == [
+        f"lapse: error: subscription {sub}: cannot refund 501, at most 500 (the periods not yet "
+        "used)"]
+    with pool.connection() as conn:
+        assert conn.execute("select status from subscriptions where id = %s",
+                            (sub,)).fetchone()["status"] == "active"
+    done = lapse("refund", str(sub), "--reason", "chargeback", "--amount", "300", env=env)
     assert done.returncode == 0, done.stderr
-    assert "refunded subscription" in done.stdout and "500 credited" in done.stdout
+    assert "refunded subscription" in done.stdout and "300 credited" in done.stdout
     again = lapse("refund", str(sub), env=env)
     assert again.returncode == 2 and "cannot refund a paid expired" in again.stderr
     missing = lapse("refund", "999999", env=env)

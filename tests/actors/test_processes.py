@@ -26,7 +26,16 @@ import redis
 from dramatiq.message import Message
 from psycopg.rows import dict_row
 
-from tests.conftest import ROOT, create_database, drop_database, eventually, service_unavailable
+from tests.conftest import (
+    REDIS_NAMESPACE,
+    ROOT,
+    create_database,
+    database_name,
+    delete_namespace,
+    drop_database,
+    eventually,
+    service_unavailable,
+)
 from tests.support.cli import lapse
 
 pytestmark = pytest.mark.slow
@@ -51,7 +60,7 @@ class Stack:
     def enqueue(self, actor_name: str, *args: Any, queue: str = "probe") -> Message:
         from lapse.platform.brokers import LapsePostgresBroker, LapseRedisBroker
 
-        broker = (LapseRedisBroker(url=REDIS_URL) if self.broker == "redis"
+        broker = (LapseRedisBroker(url=REDIS_URL, namespace=REDIS_NAMESPACE) if self.broker == "redis"
                   else LapsePostgresBroker(url=self.url, results=False))
         try:
             broker.declare_queue(queue)
@@ -75,7 +84,7 @@ PROCESS_BUCKET = "lapse-process-tests"
 
 
 def _start(broker: str, tmp: str, s3_url: str) -> Stack:
-    name = f"lapse_test_proc_{broker}_{uuid.uuid4().hex[:6]}"
+    name = database_name(f"proc_{broker}")
     url = create_database(name)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("create table probe_runs (token text, retries int)")
@@ -116,7 +125,7 @@ def stacks(tmp_path_factory, s3_server) -> Iterator[dict[str, Stack]]:
     S3RecordingStore(bucket=PROCESS_BUCKET, endpoint_url=s3_server.url,
                      region="us-east-1").ensure_bucket()
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).flushdb()
+        delete_namespace(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2), REDIS_NAMESPACE)
         brokers = BROKERS
     except redis.RedisError:
         brokers = ["postgres"]
@@ -137,8 +146,8 @@ def stack(request, stacks) -> Stack:
 def _push_garbage(stack: Stack) -> None:
     if stack.broker == "redis":
         client = redis.Redis.from_url(REDIS_URL)
-        client.hset("dramatiq:probe.msgs", "garbage-1", b"\x00this is not a message")
-        client.rpush("dramatiq:probe", "garbage-1")
+        client.hset(f"{REDIS_NAMESPACE}:probe.msgs", "garbage-1", b"\x00this is not a message")
+        client.rpush(f"{REDIS_NAMESPACE}:probe", "garbage-1")
     else:
         stack.query("insert into dramatiq.queue (message_id, queue_name, state, message) "
                     "values (gen_random_uuid(), 'probe', 'queued', %s::jsonb)",
@@ -162,7 +171,7 @@ def test_undecodable_messages_are_archived_and_do_not_block_the_next_ten(stack):
 
 def _broker_copies(stack: Stack) -> int:
     if stack.broker == "redis":
-        return int(redis.Redis.from_url(REDIS_URL).zcard("dramatiq:probe.XQ"))
+        return int(redis.Redis.from_url(REDIS_URL).zcard(f"{REDIS_NAMESPACE}:probe.XQ"))
     return int(stack.query("select count(*) as n from dramatiq.queue where state = 'rejected' "
                            "and message->>'actor_name' = 'probe_fail'")[0]["n"])
 

@@ -57,3 +57,15 @@ def test_an_unknown_user_is_refused(conn):
 
     with pytest.raises(UnknownUser):
         ledger.post(conn, 987_654_321, 100, reason="topup", ref="p1", now=T)
+
+
+@pytest.mark.parametrize("change", [
+    "update balance_ledger set amount = 900 where user_id = %s",
+    "delete from balance_ledger where user_id = %s",
+])
+def test_the_database_refuses_to_change_or_delete_a_ledger_row(conn, change):
+    user = make.user(conn)
+    ledger.post(conn, user, 100, reason="topup", ref="p1", now=T)
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState,
+                       match="balance_ledger is append-only"):
+        conn.execute(change, (user,))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain import lifecycle, purchases
+from domain import ledger, lifecycle, purchases
 from domain.purchases import Invoice, Payment
 from lapse.platform.after_commit import transaction
 from tests.support import factories as make
@@ -111,27 +111,85 @@ def test_a_balance_purchase_debits_and_a_short_balance_fails_without_taking_mone
     (500, "EUR", "pending", "paid 500 EUR, the purchase costs 500 USD"),
     (500, "USD", "expired", "the purchase is already expired"),
 ])
-def test_money_that_cannot_buy_the_purchase_is_credited_with_a_notice(pool, sent, paid, currency,
-                                                                      status, expected):
+def test_money_that_cannot_buy_the_purchase_fails_it_and_is_credited_with_a_notice(
+        pool, sent, paid, currency, status, expected):
     user = given(pool, make.user)
     p = given(pool, lambda c: make.purchase(c, user, status=status))
     done = finalize(pool, Payment(p, "telegram", "tg-5", paid, currency))
     assert (done.outcome, done.credited, done.reason) == ("failed", paid, expected)
     assert balance(pool, user) == paid and subs(pool, user) == []
-    assert one(pool, "select status from purchases where id = %s", p)["status"] == (
-        "failed" if status == "pending" else status)
+    assert one(pool, "select status from purchases where id = %s", p)["status"] == "failed"
+    assert one(pool, "select purchase_id from payments where id = %s",
+               done.payment_id)["purchase_id"] == p
     note = one(pool, "select kind, payload from notifications where user_id = %s", user)
     assert note["kind"] == "payment_unmatched" and note["payload"]["problem"] == expected
 
 
-def test_a_second_payment_for_a_paid_purchase_is_credited_not_dropped(pool, sent):
+@pytest.mark.parametrize("provider", ["telegram", "balance", "crypto"])
+@pytest.mark.parametrize("settled", ["paid", "failed"])
+def test_a_settled_purchase_refuses_any_further_payment_id_and_credits_nothing(
+        pool, sent, provider, settled):
     user = given(pool, make.user)
-    p = given(pool, lambda c: make.purchase(c, user, kind="topup"))
-    finalize(pool, Payment(p, "telegram", "tg-6", 500, "USD"))
-    again = finalize(pool, Payment(p, "telegram", "tg-7", 500, "USD"))
-    assert again.outcome == "failed" and balance(pool, user) == 1000
-    assert one(pool, "select purchase_id from payments where id = %s",
-               again.payment_id)["purchase_id"] is None
+    given(pool, lambda c: make.credit(c, user, 500))
+    p = given(pool, lambda c: make.purchase(c, user, provider=provider, status=settled,
+                                            invoice="inv-s" if provider == "crypto" else None))
+    for forged in ("forged-1", "inv-s"):
+        with pytest.raises(purchases.PaymentRefused, match=f"already {settled}"):
+            finalize(pool, Payment(p, provider, forged, 500, "USD"),
+                     Invoice("inv-s", "paid", 500, "USD"))
+    assert balance(pool, user) == 500 and subs(pool, user) == []
+    assert one(pool, "select count(*) as n from payments")["n"] == 0
+
+
+def test_a_paid_crypto_purchase_plus_forged_messages_credits_once(pool, sent):
+    user = given(pool, make.user)
+    p = given(pool, lambda c: make.purchase(c, user, kind="topup", provider="crypto",
+                                            invoice="inv-7"))
+    paid = Invoice("inv-7", "paid", 500, "USD")
+    assert finalize(pool, Payment(p, "crypto", "inv-7", 500, "USD"), paid).outcome == "paid"
+    assert finalize(pool, Payment(p, "crypto", "inv-7", 500, "USD"), paid).outcome == "duplicate"
+    for n in range(3):
+        with pytest.raises(purchases.PermanentError):
+            finalize(pool, Payment(p, "crypto", f"forged-{n}", 500, "USD"), paid)
+    assert balance(pool, user) == 500
+
+
+def test_a_crypto_payment_id_other_than_the_invoice_id_is_refused_while_pending(pool, sent):
+    user = given(pool, make.user)
+    p = given(pool, lambda c: make.purchase(c, user, kind="topup", provider="crypto",
+                                            invoice="inv-6"))
+    with pytest.raises(purchases.UnverifiedPayment, match="is not this purchase's invoice"):
+        finalize(pool, Payment(p, "crypto", "other-6", 500, "USD"),
+                 Invoice("inv-6", "paid", 500, "USD"))
+    assert balance(pool, user) == 0
+    assert one(pool, "select status from purchases where id = %s", p)["status"] == "pending"
+
+
+@pytest.mark.parametrize("purchase_provider, paid_through", [
+    ("balance", "balance"), ("telegram", "balance"), ("balance", "telegram")])
+def test_a_top_up_from_the_balance_is_refused(pool, sent, purchase_provider, paid_through):
+    user = given(pool, make.user)
+    given(pool, lambda c: make.credit(c, user, 800))
+    p = given(pool, lambda c: make.purchase(c, user, kind="topup", provider=purchase_provider))
+    with pytest.raises(purchases.PaymentRefused, match="top-up cannot be paid from the balance"):
+        finalize(pool, Payment(p, paid_through, f"balance:{p}", 500, "USD"))
+    assert balance(pool, user) == 800
+    assert one(pool, "select status from purchases where id = %s", p)["status"] == "pending"
+
+
+def test_a_plan_payment_records_the_period_it_pays_for(pool, sent):
+    user = given(pool, make.user)
+    first = given(pool, lambda c: make.purchase(c, user))
+    second = given(pool, lambda c: make.purchase(c, user))
+    finalize(pool, Payment(first, "telegram", "tg-p1", 500, "USD"))
+    finalize(pool, Payment(second, "telegram", "tg-p2", 500, "USD"))
+    topup = given(pool, lambda c: make.purchase(c, user, kind="topup"))
+    finalize(pool, Payment(topup, "telegram", "tg-p3", 500, "USD"))
+    with pool.connection() as conn:
+        periods = conn.execute("select period_start, period_end from payments order by id"
+                               ).fetchall()
+    assert [tuple(r.values()) for r in periods] == [
+        (T, T + 30 * DAY), (T + 30 * DAY, T + 60 * DAY), (None, None)]
 
 
 def test_a_payment_through_another_provider_is_credited(pool, sent):
@@ -238,6 +296,78 @@ def test_a_refund_ends_the_subscription_and_credits_its_payments_once(pool, sent
     with pytest.raises(lifecycle.TransitionRefused), pool.connection() as conn, transaction(conn):
         lifecycle.refund(conn, sub, now=T + DAY)
     assert balance(pool, user) == 500
+
+
+def bought_twice_then_renewed(pool):
+    """A plan bought at T, bought again at T (extended), renewed at the end: 3 periods of 30 days."""
+    from domain import renewals
+
+    user = given(pool, make.user)
+    for n in range(2):
+        p = given(pool, lambda c: make.purchase(c, user))
+        sub = finalize(pool, Payment(p, "telegram", f"tg-period-{n}", 500, "USD")).subscription_id
+    given(pool, lambda c: c.execute("update subscriptions set status = 'active' where id = %s",
+                                    (sub,)))
+    given(pool, lambda c: make.credit(c, user, 500))
+    with pool.connection() as conn, transaction(conn):
+        renewals.renew_due_batch(conn, now=T + 60 * DAY, window=timedelta(hours=12),
+                                 billing_grace=3 * DAY)
+    return user, sub
+
+
+def refund(pool, sub, at, amount=None):
+    with pool.connection() as conn, transaction(conn):
+        return lifecycle.refund(conn, sub, now=at, amount=amount)
+
+
+@pytest.mark.parametrize("at, credited", [
+    (T + DAY, 1500),        # inside the first period: it and the two after it
+    (T + 31 * DAY, 1000),   # the first period is used up
+    (T + 75 * DAY, 500),    # only the renewed period, which contains t
+])
+def test_a_refund_credits_the_period_containing_now_and_every_later_one(pool, sent, at, credited):
+    user, sub = bought_twice_then_renewed(pool)
+    with pool.connection() as conn:
+        periods = conn.execute("select kind, period_start, period_end from payments "
+                               "where subscription_id = %s order by id", (sub,)).fetchall()
+    assert [tuple(r.values()) for r in periods] == [
+        ("purchase", T, T + 30 * DAY), ("purchase", T + 30 * DAY, T + 60 * DAY),
+        ("renewal", T + 60 * DAY, T + 90 * DAY)]
+    assert refund(pool, sub, at) == credited and balance(pool, user) == credited
+    assert one(pool, "select count(*) as n from balance_ledger where reason = 'refund'")["n"] == 1
+
+
+def test_a_refund_in_grace_credits_nothing(pool, sent):
+    user, sub = bought_twice_then_renewed(pool)
+    given(pool, lambda c: c.execute("update subscriptions set status = 'grace' where id = %s",
+                                    (sub,)))
+    assert refund(pool, sub, T + DAY) == 0 and balance(pool, user) == 0
+    assert subs(pool, user)[0]["status"] == "expired"
+
+
+def test_a_refund_amount_replaces_the_sum_and_may_not_exceed_it(pool, sent):
+    user, sub = bought_twice_then_renewed(pool)
+    with pytest.raises(lifecycle.RefundTooLarge, match="cannot refund 501, at most 500"):
+        refund(pool, sub, T + 75 * DAY, amount=501)
+    assert subs(pool, user)[0]["status"] == "active" and balance(pool, user) == 0
+    assert refund(pool, sub, T + 75 * DAY, amount=200) == 200 and balance(pool, user) == 200
+
+
+def test_a_second_plan_pays_no_referral_reward_even_when_the_first_was_posted_under_another_ref(
+        pool, sent):
+    # the first plan was paid and rewarded before the reward's reference was per user (another
+    # ref): the ledger's (user, reason, ref) key cannot stop a second reward, the first-plan check must
+    referrer = given(pool, make.user)
+    user = given(pool, make.user)
+
+    def earlier_paid_plan(c):
+        c.execute("update users set referred_by = %s where id = %s", (referrer, user))
+        first = make.purchase(c, user, status="paid")
+        ledger.post(c, referrer, 100, reason="referral", ref=f"purchase:{first}", now=T - DAY)
+    given(pool, earlier_paid_plan)
+    second = given(pool, lambda c: make.purchase(c, user))
+    assert finalize(pool, Payment(second, "telegram", "tg-r3", 500, "USD")).outcome == "paid"
+    assert balance(pool, referrer) == 100
 
 
 def test_a_referral_reward_already_posted_is_not_posted_again(pool, sent):

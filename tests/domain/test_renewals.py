@@ -8,6 +8,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
+from psycopg.types.json import Jsonb
 
 from domain import renewals
 from lapse.platform.after_commit import transaction
@@ -17,11 +19,12 @@ from tests.support.factories import given
 
 T = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 DAY, HOUR, WINDOW = timedelta(days=1), timedelta(hours=1), timedelta(hours=12)
+GRACE = timedelta(days=3)
 
 
 def sweep(pool, now=T):
     with pool.connection() as conn, transaction(conn):
-        return renewals.renew_due_batch(conn, now=now, window=WINDOW).counts
+        return renewals.renew_due_batch(conn, now=now, window=WINDOW, billing_grace=GRACE).counts
 
 
 def state(pool, sub):
@@ -159,3 +162,88 @@ def test_one_renewal_the_database_refuses_does_not_undo_the_others(pool):
     assert sweep(pool) == {"renewed": 1, "failed": 1}
     assert state(pool, good)["payments"] == 1
     assert state(pool, bad)["payments"] == 0 and state(pool, bad)["balance"] == 500
+
+
+def test_a_row_past_its_billing_grace_is_never_charged_and_expires_instead(pool, sent):
+    from domain import lifecycle
+
+    in_grace = paying(pool, balance=800, ends=T - 4 * DAY, status="grace")
+    never_swept = paying(pool, balance=800, ends=T - 4 * DAY)  # active: the sweep never ran
+    assert sweep(pool) == {}
+    for sub in (in_grace, never_swept):
+        assert state(pool, sub)["balance"] == 800 and state(pool, sub)["payments"] == 0
+    with pool.connection() as conn, transaction(conn):
+        due = lifecycle.due_expiries(conn, now=T, billing_grace=GRACE)
+        ended = [lifecycle.expire_if_due(conn, s, u, now=T, billing_grace=GRACE) for s, u in due]
+    assert sorted((e.subscription_id, e.rule) for e in ended) == [
+        (in_grace, "grace_ended"), (never_swept, "grace_ended")]
+    assert {state(pool, s)["status"] for s in (in_grace, never_swept)} == {"expired"}
+
+
+def test_an_auto_renewing_row_inside_its_billing_grace_is_left_to_the_renewal_sweep(pool, sent):
+    from domain import lifecycle
+
+    sub = paying(pool, balance=0, ends=T - DAY)
+    with pool.connection() as conn, transaction(conn):
+        user = conn.execute("select user_id from subscriptions where id = %s", (sub,)).fetchone()
+        assert lifecycle.due_expiries(conn, now=T, billing_grace=GRACE) == []
+        assert lifecycle.expire_if_due(conn, sub, user["user_id"], now=T,
+                                       billing_grace=GRACE) is None
+    assert sweep(pool) == {"grace": 1}
+
+
+def subscription_row(pool, sub):
+    with pool.connection() as conn:
+        return conn.execute("select user_id, expires_at from subscriptions where id = %s",
+                            (sub,)).fetchone()
+
+
+def test_a_period_already_renewed_is_not_due_again(pool):
+    # a renewal payment for the current period start exists (another writer charged it):
+    # the due query must not claim it, so nothing is charged or even attempted
+    sub = paying(pool, balance=800, ends=T + HOUR)
+    row = subscription_row(pool, sub)
+    given(pool, lambda c: c.execute(
+        "insert into payments (user_id, subscription_id, provider, provider_payment_id, amount, "
+        "currency, kind, period_start, period_end) values (%s, %s, 'balance', 'elsewhere', 500, "
+        "'USD', 'renewal', %s, %s)", (row["user_id"], sub, row["expires_at"],
+                                      row["expires_at"] + 30 * DAY)))
+    assert sweep(pool) == {}
+    assert state(pool, sub)["balance"] == 800 and state(pool, sub)["expires_at"] == T + HOUR
+
+
+def test_the_database_refuses_a_second_renewal_payment_for_one_period(pool):
+    # a writer with a stale view renews the same period twice: the unique key
+    # (subscription, period start) refuses the second, so the end moves once
+    sub = paying(pool, balance=0, ends=T + HOUR)
+    row = subscription_row(pool, sub)
+    params = {"id": sub, "user_id": row["user_id"], "now": T, "period_start": T + HOUR,
+              "period": 30 * DAY, "amount": 500, "currency": "USD", "key": "k", "payload": Jsonb({})}
+    with pool.connection() as conn:
+        conn.execute(renewals.SQL["renew"], params | {"payment_id": "first"})
+        conn.commit()
+        with pytest.raises(psycopg.errors.UniqueViolation, match="payments_one_renewal_per_period"):
+            conn.execute(renewals.SQL["renew"], params | {"payment_id": "second", "key": "k2"})
+        conn.rollback()
+    assert state(pool, sub)["expires_at"] == T + HOUR + 30 * DAY
+
+
+def grace_without_money(pool):
+    sub = paying(pool, balance=0, ends=T - HOUR)
+    assert sweep(pool) == {"grace": 1}
+    return sub
+
+
+def test_a_pruned_renewal_failed_notice_is_not_sent_again_in_the_same_period(pool):
+    sub = grace_without_money(pool)
+    given(pool, lambda c: c.execute("delete from notifications where kind = 'renewal_failed'"))
+    assert sweep(pool, T + HOUR) == {"grace": 1}
+    assert state(pool, sub)["notices"] is None  # the period's notice was sent: not again
+
+
+def test_the_renewal_failed_notice_is_keyed_by_its_period(pool):
+    sub = grace_without_money(pool)
+    given(pool, lambda c: c.execute(
+        "update subscriptions set renewal_failed_notified_for = null where id = %s", (sub,)))
+    assert sweep(pool, T + HOUR) == {"grace": 1}
+    assert state(pool, sub)["notices"] == ["renewal_failed"]

@@ -132,7 +132,8 @@ def test_postgres_broker_gets_the_message_only_after_commit(pool, database):
 @pytest.mark.redis
 def test_redis_broker_gets_the_message_only_after_commit(pool, clean_redis):
     from lapse.platform.brokers import LapseRedisBroker
+    from tests.conftest import REDIS_NAMESPACE
 
-    broker = LapseRedisBroker(url=clean_redis)
+    broker = LapseRedisBroker(url=clean_redis, namespace=REDIS_NAMESPACE)
     _real_broker_round_trip(pool, broker,
-                            lambda: broker.client.llen("dramatiq:after_commit_probe"))
+                            lambda: broker.client.llen(f"{REDIS_NAMESPACE}:after_commit_probe"))

@@ -87,14 +87,15 @@ def test_migrate_is_idempotent_from_the_command_line(database):
 
 
 def test_missing_schema_says_to_migrate(database):
-    from tests.conftest import create_database, drop_database
+    from tests.conftest import create_database, database_name, drop_database
 
-    url = create_database("lapse_test_unmigrated", template=None)
+    name = database_name("unmigrated")
+    url = create_database(name, template=None)
     try:
         line = one_error_line(lapse("audit", "invariants", env={"DATABASE_URL": url}))
         assert "lapse db migrate" in line
     finally:
-        drop_database("lapse_test_unmigrated")
+        drop_database(name)
 
 
 def test_audit_invariants_exit_1_with_the_offending_rows(pool, database):

@@ -15,6 +15,15 @@ def test_defaults_are_the_embedded_postgres_broker():
     config = load_settings({})
     assert config.embedded and config.broker == "postgres"
     assert config.billing_grace == timedelta(hours=72)
+    assert config.redis_namespace == "dramatiq"
+
+
+def test_the_redis_broker_uses_the_configured_namespace():
+    from lapse.platform.brokers import build_broker
+
+    config = load_settings({"LAPSE_BROKER": "redis", "REDIS_URL": "redis://127.0.0.1:1/0",
+                            "LAPSE_REDIS_NAMESPACE": "lapse-staging"})
+    assert build_broker(config).namespace == "lapse-staging"
 
 
 @pytest.mark.parametrize(("env", "variable"), [
@@ -32,6 +41,9 @@ def test_defaults_are_the_embedded_postgres_broker():
     ({"LAPSE_PANEL_URL": "http://panel:2053", "LAPSE_PANEL_USER": "admin"}, "LAPSE_PANEL_PASSWORD"),
     ({"LAPSE_PANEL_URL": "panel:2053", "LAPSE_PANEL_TOKEN": "t"}, "LAPSE_PANEL_URL"),
     ({"LAPSE_PANEL_TIMEOUT_SECONDS": "0"}, "LAPSE_PANEL_TIMEOUT_SECONDS"),
+    ({"LAPSE_REDIS_NAMESPACE": "two words"}, "LAPSE_REDIS_NAMESPACE"),
+    ({"LAPSE_REDIS_NAMESPACE": ":leading"}, "LAPSE_REDIS_NAMESPACE"),
+    ({"LAPSE_REDIS_NAMESPACE": "x" * 65}, "LAPSE_REDIS_NAMESPACE"),
 ])
 def test_bad_values_name_the_variable(env, variable):
     with pytest.raises(ConfigError) as error:

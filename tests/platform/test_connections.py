@@ -36,3 +36,16 @@ def test_the_default_pool_is_sized_from_the_config(database):
         assert not isinstance(real, db.PoisoningPool)
     finally:
         real.close()
+
+
+def test_the_postgres_broker_has_its_own_pool_of_tuple_rows(database):
+    # dramatiq-postgres and ArchivingPostgresConsumer.claim unpack tuples; Lapse's pool
+    # gives dict rows, so the broker must never be handed that pool.
+    from lapse.platform.brokers import build_broker
+
+    broker = build_broker(load_settings({"DATABASE_URL": database, "LAPSE_BROKER": "postgres"}))
+    try:
+        with broker.pool.connection() as conn:
+            assert conn.execute("select 1, 2").fetchone() == (1, 2)
+    finally:
+        broker.close()

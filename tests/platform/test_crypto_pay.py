@@ -81,3 +81,27 @@ def test_the_circuit_opens_after_repeated_failures_and_a_probe_closes_it(api):
     now[0] = 31
     api.faults.clear()
     assert pay.get_invoices([api.add()]) and breaker.state == "closed"
+
+
+def test_create_invoice_with_expires_in_reads_back_its_expiration_date(api):
+    from datetime import UTC, datetime
+
+    api.clock = lambda: datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    pay = client(api)
+    invoice = pay.create_invoice(purchase_id=8, amount=500, currency="USD", expires_in=3600)
+    assert invoice.expires_at == datetime(2026, 5, 1, 13, 0, tzinfo=UTC)
+    [again] = pay.get_invoices([invoice.invoice_id])
+    assert again.expires_at == invoice.expires_at and again.status == "active"
+    assert api.invoices[invoice.invoice_id]["expiration_date"] == "2026-05-01T13:00:00.000Z"
+    with pytest.raises(CryptoPayGarbage, match="EXPIRES_IN_INVALID"):
+        pay.create_invoice(purchase_id=9, amount=500, currency="USD", expires_in=0)
+
+
+def test_delete_invoice_removes_it_from_get_invoices_and_an_unknown_one_is_an_error(api):
+    pay = client(api)
+    invoice_id = api.add()
+    pay.delete_invoice(invoice_id)
+    assert api.calls("deleteInvoice") == [{"invoice_id": int(invoice_id)}]
+    assert pay.get_invoices([invoice_id]) == []
+    with pytest.raises(CryptoPayGarbage, match="INVOICE_NOT_FOUND"):
+        pay.delete_invoice(invoice_id)

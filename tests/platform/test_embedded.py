@@ -28,6 +28,7 @@ def test_embedded_server_starts_is_reused_and_stops(tmp_path):
         migrated = lapse("db", "migrate", env=env, timeout=120)
         assert migrated.returncode == 0, migrated.stderr
         assert "0001_schema" in migrated.stdout
+        assert "dramatiq-postgres queue schema" in migrated.stdout
         again = lapse("embedded", "url", env=env)
         assert again.stdout.strip() == url
         assert lapse("db", "migrate", env=env).stdout.strip() == "up to date"

@@ -3,31 +3,38 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import psycopg
+import pytest
+from psycopg.rows import dict_row, tuple_row
 
 from lapse.platform import migrate
-from tests.conftest import create_database, drop_database
+from tests.conftest import create_database, database_name, drop_database
 
 
-def test_migrations_apply_once_and_are_recorded():
-    name = f"lapse_test_empty_{uuid.uuid4().hex[:8]}"
+# The CLI's pool hands migrate() dict_row connections; dramatiq_postgres.init unpacks
+# tuples, and with a dict it once read the column name as "the queue table exists".
+@pytest.mark.parametrize("row_factory", [tuple_row, dict_row], ids=["tuple_row", "dict_row"])
+def test_migrations_apply_once_and_are_recorded(row_factory):
+    name = database_name("empty")
     url = create_database(name, template=None)
     try:
-        with psycopg.connect(url) as conn:
+        with psycopg.connect(url, row_factory=row_factory) as conn:
             assert migrate.pending(conn) == [p.stem for p in migrate.available()]
             first = migrate.migrate(conn)
             assert first[: len(migrate.available())] == [p.stem for p in migrate.available()]
             assert "dramatiq-postgres queue schema" in first
             assert migrate.migrate(conn) == []
             assert migrate.pending(conn) == []
+        with psycopg.connect(url) as conn:
+            queue = conn.execute("select to_regclass('dramatiq.queue')").fetchone()
+            assert queue == ("dramatiq.queue",)
     finally:
         drop_database(name)
 
 
 def test_two_concurrent_migrations_serialise():
-    name = f"lapse_test_empty_{uuid.uuid4().hex[:8]}"
+    name = database_name("empty")
     url = create_database(name, template=None)
     barrier = threading.Barrier(2)
     results: list[list[str]] = []

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import psycopg
 import pytest
 
 from lapse.ports.fakes import xui as fake
-from tests.conftest import create_database, drop_database
+from tests.conftest import create_database, database_name, drop_database
 from tests.support.cli import lapse
 
 
@@ -147,7 +146,7 @@ def test_check_marks_nothing_when_credentials_are_missing(env, database):
 
 
 def test_the_first_run_on_a_brand_new_database(xui, env):
-    name = f"lapse_test_fresh_{uuid.uuid4().hex[:8]}"
+    name = database_name("fresh")
     url = create_database(name, template=None)
     try:
         env = env | {"DATABASE_URL": url}
