@@ -164,10 +164,10 @@ def test_an_auto_renewing_active_row_is_never_expired_by_fast_expiry(pool, sent)
 # --- SPEC §3: an owner's transition locks the members; a family change locks owner then member
 
 def locked(pool, user_id):
-    """Whether another transaction holds ``user_id``'s lock right now."""
+    """Whether another transaction holds ``user_id``'s lock right now (a foreign key's KEY SHARE lock does not count)."""
     with pool.connection() as other:
         try:
-            other.execute("select id from users where id = %s for update nowait", (user_id,))
+            other.execute("select id from users where id = %s for no key update nowait", (user_id,))
         except psycopg.errors.LockNotAvailable:
             return True
         finally:
