@@ -6,7 +6,7 @@ triggers (``actors/ticks.py``) are registered here too, so the worker can run
 them; ``schedules.py`` imports this package, never the other way round.
 """
 
-from actors import access, money, notifications, retention, sweeps, ticks
+from actors import access, keys, money, notifications, retention, sweeps, ticks
 from lapse.platform.brokers import broker
 
-__all__ = ["access", "broker", "money", "notifications", "retention", "sweeps", "ticks"]
+__all__ = ["access", "broker", "keys", "money", "notifications", "retention", "sweeps", "ticks"]

@@ -14,11 +14,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
-from domain import ledger
+from domain import keys, ledger
 from domain.errors import PermanentError
 from domain.retention import lock_user, request_restore, request_tagging
 from lapse.platform.after_commit import send_after_commit
@@ -288,16 +289,24 @@ def _locked_subscription(conn: Connection[Any], subscription_id: int, *,
     return _subscription(conn, subscription_id)
 
 
-def _event(conn: Connection[Any], sub: dict[str, Any], type_: str, now: datetime) -> None:
+def _event(conn: Connection[Any], sub: dict[str, Any], type_: str, now: datetime,
+           access_key: UUID | None = None) -> None:
     conn.execute(SQL["event"], {"subscription_id": sub["id"], "user_id": sub["user_id"],
-                                "type": type_, "now": now})
+                                "type": type_, "now": now, "access_key": access_key})
 
 
 def _end(conn: Connection[Any], sub: dict[str, Any], *, ended_at: datetime, event: str,
          now: datetime) -> None:
-    """Move to ``expired`` and enqueue tagging for the user and, for a paid plan, each family member."""
+    """Move to ``expired``: the key nulled and its panel clients ``removing`` (the event names the
+    key), then ``remove_client`` after commit; tagging for the user and, for a paid plan, each
+    family member. Every move to expired goes through here (SPEC §3a); a trial conversion does
+    not: its key moves to the paid row."""
+    access_key = keys.key_of(conn, sub["id"])
     conn.execute(SQL["expire"], {"id": sub["id"], "ended_at": ended_at})
-    _event(conn, sub, event, now)
+    _event(conn, sub, event, now, access_key)
+    if access_key is not None:
+        keys.mark_removing(conn, access_key, now=now)
+        send_after_commit(conn, "remove_client", str(access_key))
     request_tagging(conn, sub["user_id"], now=now, reason=f"subscription_{event}")
     if sub["kind"] == "paid":
         for member in conn.execute(SQL["current_members"], {"owner_id": sub["user_id"],

@@ -24,8 +24,8 @@ where id = %(id)s
 update subscriptions set status = %(status)s, auto_renew = %(auto_renew)s where id = %(id)s
 
 -- name: event
-insert into subscription_events (subscription_id, user_id, type, created_at)
-values (%(subscription_id)s, %(user_id)s, %(type)s, %(now)s)
+insert into subscription_events (subscription_id, user_id, type, created_at, access_key)
+values (%(subscription_id)s, %(user_id)s, %(type)s, %(now)s, %(access_key)s)
 
 -- name: current_members
 select member_id from family_members

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from lapse.flows import money_sweeps, retention_sweeps
+from lapse.flows import money_sweeps, reconcile, retention_sweeps
 from lapse.platform import sweeps as runner
 from lapse.platform.errors import UnknownSweep
 from lapse.platform.sweeps import DAILY_CHECK_CRON, Sweep, SweepContext, claim_tick
@@ -33,7 +33,7 @@ SWEEPS: dict[str, Sweep] = {
         Sweep("activations", "* * * * *", None, pending=_ACCESS),
         Sweep("crypto_payments", "* * * * *", money_sweeps.sweep_crypto_payments),
         Sweep("trial_notifications", "*/5 * * * *", None, pending=_ACCESS),
-        Sweep("reconcile", "*/10 * * * *", None, pending=_ACCESS),
+        Sweep("reconcile", "*/10 * * * *", reconcile.sweep_reconcile),
         Sweep("reminders", "0 10 * * *", None, daily_at=time(10, 0), pending=_ACCESS),
     )
 }
