@@ -68,3 +68,9 @@ def ended_keys(conn: Connection[Any], user_id: int, *, limit: int = 5) -> list[d
     """The keys the user's subscriptions held until they expired, newest first (``lapse explain``)."""
     with conn.cursor(row_factory=dict_row) as cursor:
         return cursor.execute(SQL["ended_keys"], {"user_id": user_id, "limit": limit}).fetchall()
+
+
+def current_key(conn: Connection[Any], user_id: int) -> dict[str, Any] | None:
+    """The user's current subscription (id, status, access_key) when it holds a key."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(SQL["current_key"], {"user_id": user_id}).fetchone()

@@ -33,3 +33,9 @@ order by id limit %(limit)s
 select e.access_key, e.type, e.created_at, e.subscription_id from subscription_events e
 where e.user_id = %(user_id)s and e.access_key is not null
 order by e.id desc limit %(limit)s
+
+-- name: current_key
+-- The user's current subscription and its key (none for a pending row without one).
+select id, status, access_key from subscriptions
+where user_id = %(user_id)s and access_key is not null
+  and status in ('pending', 'active', 'grace', 'cancelled')

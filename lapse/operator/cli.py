@@ -255,6 +255,7 @@ def cmd_explain(args: argparse.Namespace, config: Settings) -> int:
         retention = entitlement.has_retention(conn, args.user_id, now=at, billing_grace=grace)
         kept = recording_counts(conn, args.user_id)
         state = retention_state(conn, args.user_id, now=at, billing_grace=grace)
+        key_lines = _key_lines(conn, args.user_id)
     print(f"user {args.user_id} as of {at.isoformat()}")
     print(f"  access:    {'yes' if access else 'no'}")
     print(f"  retention: {'yes' if retention else 'no'}")
@@ -271,7 +272,35 @@ def cmd_explain(args: argparse.Namespace, config: Settings) -> int:
         print(f"  next change of a source: {upcoming[0].isoformat()}")
     print(f"  recordings: {kept['audio']} with audio, {kept['tagged']} tagged for deletion")
     print("  next: " + _next_retention_step(state, kept, at, config))
+    print("  access keys on the panels (from panel_clients; no panel is called):")
+    for line in key_lines or ["    (no key)"]:
+        print(line)
     return EXIT_OK
+
+
+def _key_lines(conn: Any, user_id: int) -> list[str]:
+    """Each panel's state of the user's current key and of the keys that ended (SPEC §6, §7 explain)."""
+    from domain import keys, panels
+
+    current = keys.current_key(conn, user_id)
+    found = [] if current is None else [
+        (current["access_key"], f"current, subscription #{current['id']} {current['status']}")]
+    found += [(r["access_key"], f"ended, subscription #{r['subscription_id']} {r['type']} "
+               f"{r['created_at'].isoformat()}") for r in keys.ended_keys(conn, user_id)]
+    enabled = {p.id: p.name for p in panels.list_panels(conn, enabled_only=True)}
+    lines = []
+    for key, what in found:
+        lines.append(f"    key {key} ({what})")
+        rows = panels.client_states(conn, key)
+        for row in rows:
+            error = f", {row['attempts']} failed attempt(s), last: {row['last_error']}" \
+                if row["last_error"] else ""
+            lines.append(f"      {row['panel']:16} {row['state']:9} since "
+                         f"{row['updated_at'].isoformat()}{error}")
+        for panel_id, name in enabled.items():
+            if panel_id not in {r["panel_id"] for r in rows}:
+                lines.append(f"      {name:16} {'-':9} nothing recorded for this key on this panel")
+    return lines
 
 
 def _next_retention_step(state: Any, kept: Any, at: datetime, config: Settings) -> str:

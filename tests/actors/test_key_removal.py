@@ -295,3 +295,29 @@ def test_fast_expiry_racing_a_purchase_never_leaves_a_current_key_off_or_an_expi
     _converges(pool, xui, panel, sent, seed=2)
 
 
+
+
+def test_explain_shows_each_panels_state_of_the_users_keys_without_calling_a_panel(
+        pool, database, sent, xui):  # noqa: F811
+    from tests.support.cli import lapse
+
+    down = fake.FakeXui.start()
+    try:
+        a, b = add_panel(pool, xui), add_panel(pool, down)
+        user, sub, key = provisioned(pool, xui, a)
+        put_key(down, key)
+        expire(pool, sub, user, now=T0 + timedelta(seconds=1))
+        down.inject(fake.status(503), on="/clients/del/", times=10)
+        with pytest.raises(key_removal.KeyRemovalIncomplete):
+            actors.keys.remove_client(key)
+        calls = (len(xui.received), len(down.received))
+        shown = lapse("explain", str(user), "--now", "2026-03-02T00:00:00Z",
+                      env={"DATABASE_URL": database})
+        assert shown.returncode == 0, shown.stderr
+        assert f"key {key} (ended, subscription #{sub} expired" in shown.stdout
+        [line_a] = [ln for ln in shown.stdout.splitlines() if ln.strip().startswith(a.name)]
+        [line_b] = [ln for ln in shown.stdout.splitlines() if ln.strip().startswith(b.name)]
+        assert "removed" in line_a and "removing" in line_b and "HTTP 503" in line_b
+        assert (len(xui.received), len(down.received)) == calls
+    finally:
+        down.stop()
