@@ -1,0 +1,94 @@
+"""STYLE rule 12 for key removal and reconcile: delete each guard once and watch its test fail.
+
+``python -m tests.support.key_guards [N ...]`` applies each mutation below in
+turn (the file is restored after each), runs the test that should catch it and
+prints FAILS (good) or STILL PASSES. Not collected by pytest.
+"""
+
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+R = "lapse/flows/reconcile.py"
+K = "lapse/flows/key_removal.py"
+TR = "tests/actors/test_reconcile.py::"
+TK = "tests/actors/test_key_removal.py::"
+M = [
+ ("reconcile lists the panel before reading the database", R,
+  "        listed = port.list_clients(only_lapse=False)  # the panel first, then the database\n",
+  "        early = read_current_keys(pool)\n        listed = port.list_clients(only_lapse=False)  # the panel first, then the database\n",
+  TR + "test_list_first_alone_keeps_a_key_activated_after_the_list"),
+ ("(the same, the read moved) ", R,
+  "    current = read_current_keys(pool)\n", "    current = early\n",
+  TR + "test_list_first_alone_keeps_a_key_activated_after_the_list"),
+ ("reconcile re-checks each candidate before acting", R,
+  '        if kind != "drain" and not _still_needed(pool, key, kind):  # re-checked right before\n',
+  '        if False:\n',
+  TR + "test_the_recheck_alone_keeps_a_key_activated_after_the_database_was_read"),
+ ("reconcile touches only comment = lapse", R,
+  "    on_panel = {c.email for c in listed if c.is_lapse}  # never a client Lapse did not create\n",
+  "    on_panel = {c.email for c in listed}  # never a client Lapse did not create\n",
+  TR + "test_a_client_without_comment_lapse_is_never_touched"),
+ ("reconcile skips a panel it cannot list", R,
+  "    except LapseError as error:\n        logger.warning(\"reconcile: panel %s skipped",
+  "    except LapseError as error:\n        listed = []\n    if False:\n        logger.warning(\"reconcile: panel %s skipped",
+  TR + "test_a_panel_that_cannot_be_listed_is_skipped_and_reported_never_taken_as_empty"),
+ ("reconcile adds no pending key", R,
+  'if status != "pending" and k not in on_panel)', "if k not in on_panel)",
+  TR + "test_ten_thousand_keys_the_whole_set_is_read_and_only_the_differences_are_acted_on"),
+ ("remove_client re-checks the key is not current", K,
+  "        if _is_current(pool, access_key):  # re-checked right before each panel call\n",
+  "        if False:\n",
+  TK + "test_remove_client_leaves_a_key_that_is_current_again"),
+ ("remove_client skips a login-refused panel", K,
+  "    if panel.login_refused:\n        return \"skipped_login_refused\"\n", "",
+  TK + "test_a_login_refused_panel_is_skipped_and_the_others_are_cleared"),
+ ("remove_client retries a failed panel", K,
+  "    if failed:\n        raise KeyRemovalIncomplete(access_key, failed)\n", "",
+  TK + "test_a_panel_answering_malformed_json_is_a_clear_retryable_error_and_nothing_changes"),
+ ("remove_client refuses a key that is no UUID", "actors/keys.py",
+  "        key = str(uuid.UUID(access_key))\n    except ValueError:\n",
+  "        key = access_key\n    except ValueError:\n",
+  TK + "test_remove_client_with_a_key_that_is_no_uuid_is_dead_lettered_at_once"),
+ ("every move to expired marks the key removing", "domain/lifecycle.py",
+  "        keys.mark_removing(conn, access_key, now=now)\n", "",
+  TK + "test_every_move_to_expired_sends_remove_client"),
+ ("every move to expired sends remove_client", "domain/lifecycle.py",
+  '        send_after_commit(conn, "remove_client", str(access_key))\n', "",
+  TK + "test_an_expiry_nulls_the_key_marks_it_removing_and_remove_client_takes_it_off_every_panel"),
+ ("(expiry without removal: the race test, where reconcile must clean up)", "domain/lifecycle.py",
+  '        send_after_commit(conn, "remove_client", str(access_key))\n', "",
+  TK + "test_fast_expiry_racing_a_purchase_never_leaves_a_current_key_off_or_an_expired_key_on"),
+ ("reconcile removes orphans (the race test catches an expired key left on)", R,
+  '                port.remove_client(key)\n', '                pass\n',
+  TK + "test_fast_expiry_racing_a_purchase_never_leaves_a_current_key_off_or_an_expired_key_on"),
+]
+
+
+def main(only: list[str]) -> None:
+    for i, (name, path, old, new, test) in enumerate(M):
+        if only and str(i) not in only:
+            continue
+        f = ROOT / path
+        text = f.read_text()
+        assert text.count(old) == 1, (name, text.count(old))
+        changed = text.replace(old, new)
+        if name.startswith("(the same, the read moved)"):
+            continue  # applied together with the mutation before it
+        if i + 1 < len(M) and M[i + 1][0].startswith("(the same, the read moved)"):
+            changed = changed.replace(M[i + 1][2], M[i + 1][3])
+        f.write_text(changed)
+        try:
+            r = subprocess.run([str(ROOT / ".venv/bin/pytest"), "-q", "-x", "-p", "no:cacheprovider",
+                                test], cwd=ROOT, capture_output=True, text=True, timeout=600)
+            line = [out for out in r.stdout.splitlines()
+                    if " passed" in out or " failed" in out or "error" in out.lower()][-1:]
+            print(f"{'FAILS (good)' if r.returncode else 'STILL PASSES'}  {i} {name}  -> "
+                  f"{test.split('::')[1]}  {line}", flush=True)
+        finally:
+            f.write_text(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
