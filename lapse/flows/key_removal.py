@@ -49,7 +49,7 @@ def remove_key(pool: ConnectionPool, access_key: str, panel_id: int | None, *,
         conn.rollback()
     failed: list[str] = []
     for panel in targets:
-        if False:
+        if _is_current(pool, access_key):  # re-checked right before each panel call
             counts["kept_current"] += 1
             logger.warning("remove_client: key %s is a current subscription's; not removed",
                            access_key)

@@ -163,7 +163,8 @@ def sweep_purge(pool: ConnectionPool, context: SweepContext) -> dict[str, int]:
 def sweep_fast_expiry(pool: ConnectionPool, context: SweepContext) -> dict[str, int]:
     """§3a's time-driven ends (trial, paid, grace), each under the user lock, tagging enqueued (R2).
 
-    Removing the key from the VPN panel comes with SPEC §6 (access keys).
+    Each end also nulls the key, marks its panel clients ``removing`` and sends
+    ``remove_client`` after commit (``lifecycle._end``, SPEC §6 A2/A3).
     """
     grace = settings().billing_grace
     counts: dict[str, int] = {"due": 0}

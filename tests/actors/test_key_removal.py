@@ -192,6 +192,16 @@ def test_a_panel_answering_malformed_json_is_a_clear_retryable_error_and_nothing
     assert key not in on_panel(xui) and states(pool, key) == {panel.name: "removed"}
 
 
+def test_remove_client_refuses_a_key_that_is_no_uuid_before_any_database_or_panel_call(
+        pool, xui):  # noqa: F811
+    from domain.errors import InvalidArguments
+
+    add_panel(pool, xui)
+    with pytest.raises(InvalidArguments, match="access_key must be a UUID"):
+        actors.keys.remove_client("not-a-uuid")
+    assert not xui.received
+
+
 @pytest.mark.parametrize("bad", ["not-a-uuid", "", "1234"])
 def test_remove_client_with_a_key_that_is_no_uuid_is_dead_lettered_at_once(stub_worker, pool, bad):
     broker, _ = stub_worker

@@ -70,7 +70,7 @@ def test_ten_thousand_keys_the_whole_set_is_read_and_only_the_differences_are_ac
     panel = add_panel(pool, xui)
     keys = current_keys(pool, 10_000)
     missing, pending = keys[:7], current_keys(pool, 3, status="pending")
-    for key in keys[7:] + pending:
+    for key in keys[7:]:
         put_key(xui, key)
     orphans = [str(uuid.uuid4()) for _ in range(5)]
     for key in orphans:
@@ -89,7 +89,7 @@ def test_ten_thousand_keys_the_whole_set_is_read_and_only_the_differences_are_ac
     counts = run(pool, panel)
     assert counts["current_keys"] == 10_000 + 3 + 1  # the whole set, over more than one page
     assert (counts["removed"], counts["added"]) == (5, 7)
-    assert on_panel(xui) == set(keys) | set(pending) | {late}
+    assert on_panel(xui) == set(keys) | {late} and not set(pending) & on_panel(xui)  # activation adds those
     assert foreign in xui.clients and counts["foreign_left_alone"] == 1
     assert states(pool, missing[0]) == {panel.name: "present"}
     assert states(pool, orphans[0]) == {panel.name: "removed"}
@@ -132,6 +132,14 @@ def test_the_recheck_alone_keeps_a_key_activated_after_the_database_was_read(
     assert late in on_panel(xui) and ending not in on_panel(xui)
     assert (counts["orphan_rechecked_kept"], counts["missing_rechecked_kept"]) == (1, 1)
     assert not xui.calls("/clients/del/") and not xui.calls("/clients/add")
+
+
+def test_a_pending_key_is_left_to_activation_even_without_the_recheck(pool, xui, monkeypatch):  # noqa: F811
+    panel = add_panel(pool, xui)
+    pending = current_keys(pool, 2, status="pending")
+    monkeypatch.setattr(reconcile, "_still_needed", lambda pool, key, kind: True)
+    counts = run(pool, panel)
+    assert counts["added"] == 0 and not (set(pending) & on_panel(xui))
 
 
 def test_a_client_without_comment_lapse_is_never_touched(pool, xui):  # noqa: F811
