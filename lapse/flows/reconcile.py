@@ -32,7 +32,14 @@ from domain.panels import Panel
 from lapse.platform.after_commit import transaction
 from lapse.platform.errors import LapseError
 from lapse.platform.sweeps import SweepContext
-from lapse.ports.panel import ForeignClient, PanelLoginRefused, PanelRefused, XuiPanel, connect
+from lapse.ports.panel import (
+    COMMENT,
+    ForeignClient,
+    PanelLoginRefused,
+    PanelRefused,
+    XuiPanel,
+    connect,
+)
 
 logger = logging.getLogger(__name__)
 # A failure of one client (the panel answered): count it and go on with the others.
@@ -65,14 +72,14 @@ def reconcile_panel(pool: ConnectionPool, panel: Panel, *, now: datetime,
         return counts
     port = connect(panel)
     try:
-        listed = port.list_clients(only_lapse=False)  # the panel first, then the database
+        listed = port.list_emails()  # the panel first, then the database
     except LapseError as error:
         logger.warning("reconcile: panel %s skipped, it cannot be listed: %s", panel.name, error)
         counts["skipped_unlistable"] += 1
         if isinstance(error, PanelLoginRefused):
             _mark_refused(pool, panel, str(error), now=now)
         return counts
-    on_panel = {c.email for c in listed if c.is_lapse}  # never a client Lapse did not create
+    on_panel = {email for email, comment in listed if comment == COMMENT}  # never a foreign client
     counts["foreign_left_alone"] += len(listed) - len(on_panel)
     counts["listed"] += len(on_panel)
     if not panel.enabled:

@@ -78,14 +78,14 @@ def test_ten_thousand_keys_the_whole_set_is_read_and_only_the_differences_are_ac
     foreign = xui.put_client(str(uuid.uuid4()), comment="")["email"]
     late = str(uuid.uuid4())
     put_key(xui, late)  # an activation added it to the panel before the list ...
-    real_list = XuiPanel.list_clients
+    real_list = XuiPanel.list_emails
 
-    def list_then_activate(self, **options):
-        listed = real_list(self, **options)
+    def list_then_activate(self):
+        listed = real_list(self)
         activate_now(pool, late)  # ... and commits while reconcile runs, after the list
         return listed
 
-    monkeypatch.setattr(XuiPanel, "list_clients", list_then_activate)
+    monkeypatch.setattr(XuiPanel, "list_emails", list_then_activate)
     counts = run(pool, panel)
     assert counts["current_keys"] == 10_000 + 3 + 1  # the whole set, over more than one page
     assert (counts["removed"], counts["added"]) == (5, 7)
@@ -100,14 +100,14 @@ def test_list_first_alone_keeps_a_key_activated_after_the_list(pool, xui, monkey
     panel = add_panel(pool, xui)
     late = str(uuid.uuid4())
     put_key(xui, late)
-    real_list = XuiPanel.list_clients
+    real_list = XuiPanel.list_emails
 
-    def list_then_activate(self, **options):
-        listed = real_list(self, **options)
+    def list_then_activate(self):
+        listed = real_list(self)
         activate_now(pool, late)
         return listed
 
-    monkeypatch.setattr(XuiPanel, "list_clients", list_then_activate)
+    monkeypatch.setattr(XuiPanel, "list_emails", list_then_activate)
     monkeypatch.setattr(reconcile, "_still_needed", lambda pool, key, kind: True)
     run(pool, panel)
     assert late in on_panel(xui)
@@ -199,3 +199,18 @@ def test_sweep_reconcile_goes_over_every_panel_and_reports_the_one_it_skipped(po
         assert later[0] not in on_panel(xui)
     finally:
         down.stop()
+
+
+def test_the_compact_list_gives_email_and_comment_of_the_configured_inbound_only(pool, xui):  # noqa: F811
+    from lapse.ports.panel import PanelGarbage, connect
+
+    panel = add_panel(pool, xui)
+    key = str(uuid.uuid4())
+    put_key(xui, key)
+    xui.put_client("someone@example", comment="ops")
+    xui.put_client("elsewhere", comment="lapse", inbound_ids=(2,))
+    port = connect(panel)
+    assert sorted(port.list_emails()) == sorted([(key, "lapse"), ("someone@example", "ops")])
+    xui.inject(fake.malformed(), on="/clients/list", times=1)
+    with pytest.raises(PanelGarbage, match="clients/list"):
+        port.list_emails()
