@@ -65,8 +65,12 @@ with pool.connection() as conn:
 started = time.perf_counter()
 counts = reconcile.reconcile_panel(pool, panel, now=now)
 seconds = time.perf_counter() - started
+started = time.perf_counter()
+steady = reconcile.reconcile_panel(pool, panel, now=now)
+steady_seconds = time.perf_counter() - started
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": seconds, "peak_rss_mb": rss, "counts": counts}))
+print(json.dumps({"seconds": seconds, "steady_seconds": steady_seconds, "peak_rss_mb": rss,
+                  "counts": counts, "steady_counts": steady}))
 """
 
 
