@@ -30,18 +30,19 @@ class PostgresStore:
     def acquire(self, pause_key: str, buckets: Sequence[Bucket], now: float) -> float:
         keys = [b.key for b in buckets]
         with self.pool.connection() as conn, conn.transaction():
-            rows: list[Any] = conn.execute(QUERIES["lock_buckets"], {"keys": keys}).fetchall()
+            conn.execute(QUERIES["no_flush_wait"])
+            rows: list[Any] = conn.execute(QUERIES["lock_buckets"], {
+                "keys": keys, "pause_key": pause_key}).fetchall()
             arrivals = {row["key"]: _seconds(row["not_before"]) for row in rows}
-            pause: Any = conn.execute(QUERIES["pause_until"], {"key": pause_key}).fetchone()
             wait, following = admit([arrivals[k] for k in keys], buckets, now,
-                                    _seconds(pause["not_before"]) if pause else None)
+                                    _seconds(rows[0]["pause_until"]))
             if wait == 0:
                 conn.execute(QUERIES["advance_buckets"], {
                     "keys": keys, "not_befores": [_time(t) for t in following]})
         return wait
 
     def extend_pause(self, key: str, until: float, now: float) -> None:
-        with self.pool.connection() as conn:
+        with self.pool.connection() as conn:  # committed and flushed: every sender must see it
             conn.execute(QUERIES["extend_pause"], {"key": key, "until": _time(until)})
 
     def pause_until(self, key: str) -> float | None:
