@@ -173,7 +173,8 @@ def run_senders(api, store_args, tmp_path, *, messages: int, threads: int, rate:
         assert process.wait(timeout=120) == 0
     records = [json.loads(out.read_text()) for out in outs]
     asked = {text: t for r in records for text, t in r["asked"].items()}
-    return asked, [t for r in records for t in r["rate_limited_at"]]
+    held_back = [r["held_back"] for r in records]
+    return asked, [t for r in records for t in r["rate_limited_at"]], held_back
 
 
 @pytest.mark.slow
@@ -182,7 +183,7 @@ def test_after_a_429_no_sender_in_any_process_reaches_telegram_before_retry_afte
     api = fake.FakeTelegram.start()
     api.faults += [lambda: None] * 40 + [fake.rate_limited(2)]
     try:
-        asked, rate_limited_at = run_senders(api, shared_store_args, tmp_path, messages=120,
+        asked, rate_limited_at, _ = run_senders(api, shared_store_args, tmp_path, messages=120,
                                             threads=3, rate=200)
     finally:
         api.stop()
@@ -197,15 +198,21 @@ def test_after_a_429_no_sender_in_any_process_reaches_telegram_before_retry_afte
     assert len(api.delivered()) == 240
 
 
+# Unlimited, two sending processes reach ~140/s (Redis) and ~80/s (Postgres) on this shared
+# 2-core machine under load (~500/s and ~340/s when it is quiet): the limit is set below that.
+RATE = 60
+
+
 @pytest.mark.slow
 def test_1000_sends_from_two_processes_stay_under_the_overall_rate(shared_store_args, tmp_path):
     api = fake.FakeTelegram.start()
     try:
-        run_senders(api, shared_store_args, tmp_path, messages=500, threads=4, rate=150)
+        _, _, held_back = run_senders(api, shared_store_args, tmp_path, messages=500,
+                                      threads=4, rate=RATE)
     finally:
         api.stop()
     times = sorted(r.at for r in api.delivered())
     assert len(times) == 1000
-    # (unlimited, this machine reaches ~340/s on Postgres and ~500/s on Redis)
-    assert max_in_window(times) <= 150 + 8  # the limit plus one request in flight per thread
-    assert (len(times) - 1) / (times[-1] - times[0]) <= 150 * 1.02
+    assert all(held_back)  # both processes wanted to go faster: the limit was what held them
+    assert max_in_window(times) <= RATE + 8  # the limit plus one request in flight per thread
+    assert (len(times) - 1) / (times[-1] - times[0]) <= RATE * 1.02

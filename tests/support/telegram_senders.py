@@ -7,7 +7,8 @@ Every attempt's text is unique (``<process>-<message>-<attempt>``) so the
 test can join the fake's receive times with the times recorded here, written
 as JSON to ``--out``: ``asked`` (text → when the sender began the limiter
 call that said go: a call begun after the pause was set must see it) and
-``rate_limited_at`` (when a sender got the 429 back; the pause was set by then).
+``rate_limited_at`` (when a sender got the 429 back; the pause was set by then)
+and ``held_back`` (how often the limiter said wait).
 
     python -m tests.support.telegram_senders --store redis --redis-url URL ...
 """
@@ -47,6 +48,8 @@ def send_all(port: TelegramPort, limiter: RateLimiter, work: queue.Queue[Any],
             return
         asked = time.time()
         while (wait := limiter.try_acquire(chat_id)) > 0:
+            with lock:
+                record["held_back"] += 1
             time.sleep(wait)
             asked = time.time()
         text = f"{name}-{number}-{attempt}"
@@ -77,7 +80,7 @@ def main() -> None:
     offset = 1_000_000 * int(args.name.strip("p") or 0)
     for number in range(args.messages):
         work.put((number, offset + (number % args.chats if args.chats else number), 0))
-    record: dict[str, Any] = {"asked": {}, "rate_limited_at": []}
+    record: dict[str, Any] = {"asked": {}, "rate_limited_at": [], "held_back": 0}
     lock = threading.Lock()
     time.sleep(max(0.0, args.start_at - time.time()))  # both processes start together
     threads = [threading.Thread(target=send_all, args=(port, limiter, work, record, lock,
