@@ -54,6 +54,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_TELEGRAM_TIMEOUT_SECONDS", "10", "Connect and read timeout of one `sendMessage`; a read timeout leaves delivery unknown."),
     Variable("LAPSE_TELEGRAM_RATE_PER_SECOND", "30", "Messages per second to Telegram in all, shared by every worker thread and process (a decimal number)."),
     Variable("LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND", "1", "Messages per second to one chat, shared likewise (a decimal number; `0.5` is one every 2 s)."),
+    Variable("LAPSE_TELEGRAM_BURST", "1", "Sends above the overall rate a sender may make to use slots it came back late for; any 1-second window holds at most rate + burst − 1."),
     Variable("LAPSE_ALLOW_CLOCK_OVERRIDE", "0", "`1` lets state-changing commands take `--now` (tests, demos)."),
     Variable("LAPSE_BILLING_GRACE_HOURS", "72", "Billing grace after a failed renewal, in hours."),
     Variable("LAPSE_DB_POOL_SIZE", "12", "Connections per process: worker threads (8) plus a margin."),
@@ -117,6 +118,7 @@ class Settings:
     telegram_timeout: float = 10.0
     telegram_rate: float = 30.0
     telegram_chat_rate: float = 1.0
+    telegram_burst: int = 1
 
     @property
     def embedded(self) -> bool:
@@ -161,6 +163,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                                        "LAPSE_TELEGRAM_RATE_PER_SECOND"),
         telegram_chat_rate=_positive_number(raw("LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND"),
                                             "LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND"),
+        telegram_burst=_positive_int(raw("LAPSE_TELEGRAM_BURST"), "LAPSE_TELEGRAM_BURST"),
         allow_clock_override=_flag(raw("LAPSE_ALLOW_CLOCK_OVERRIDE"), "LAPSE_ALLOW_CLOCK_OVERRIDE"),
         billing_grace=timedelta(
             hours=_positive_int(raw("LAPSE_BILLING_GRACE_HOURS"), "LAPSE_BILLING_GRACE_HOURS")

@@ -208,14 +208,14 @@ _limiter: RateLimiter | None = None
 
 
 def rate_limiter() -> RateLimiter:
-    """The limiter every sender shares: LAPSE_TELEGRAM_RATE_PER_SECOND, …_CHAT_RATE_PER_SECOND."""
+    """The limiter every sender shares (LAPSE_TELEGRAM_RATE_PER_SECOND, …_CHAT_RATE_PER_SECOND, …_BURST)."""
     global _limiter
     if _limiter is None:
         from lapse.platform.config import settings
 
         config = settings()
         _limiter = RateLimiter(store_for(config), "telegram", rate=config.telegram_rate,
-                               per_key_rate=config.telegram_chat_rate)
+                               per_key_rate=config.telegram_chat_rate, burst=config.telegram_burst)
     return _limiter
 
 
