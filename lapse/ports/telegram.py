@@ -111,6 +111,11 @@ class TelegramPort:
         if status >= 500:
             self.breaker.failed()
             return TryLater(self._backoff(attempt), f"HTTP {status}: {_describe(answer, response)}")
+        if status == 429:  # Telegram's, or a proxy's without a Bot API body: slow down either way
+            self.breaker.succeeded()
+            retry_after = _retry_after(answer or {}, response)
+            self.pause.set(retry_after)
+            return TryLater(retry_after, f"HTTP 429: {_describe(answer, response)}")
         if answer is None:
             self.breaker.failed()
             return DeliveryUnknown(f"HTTP {status}, not a Bot API answer: {response.text[:200]!r}")
@@ -119,10 +124,6 @@ class TelegramPort:
             raise TelegramTokenRefused(f"Telegram refused the bot token: HTTP {status} "
                                        f"{answer.get('description', '')}; check LAPSE_TELEGRAM_TOKEN")
         self.breaker.succeeded()
-        if status == 429:
-            retry_after = _retry_after(answer, response)
-            self.pause.set(retry_after)
-            return TryLater(retry_after, f"HTTP 429: {answer.get('description', '')}")
         if answer.get("ok") is True and status == 200:
             message_id = (answer.get("result") or {}).get("message_id")
             if isinstance(message_id, int):

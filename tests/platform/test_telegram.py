@@ -70,6 +70,15 @@ def test_429_pauses_every_sender_of_the_limiter_for_retry_after(api, limiter):
     assert limiter.try_acquire(2) > 2.5  # another chat, another sender: it waits too
 
 
+def test_a_429_without_a_bot_api_body_still_pauses_for_its_retry_after_header(api, limiter):
+    from werkzeug import Response
+
+    api.faults.append(lambda: Response("slow down", status=429, headers={"Retry-After": "4"}))
+    result = port(api, limiter).send_message(1, "hello")
+    assert isinstance(result, TryLater) and result.delay == 4
+    assert 3.5 < limiter.pause.remaining() <= 4
+
+
 @pytest.mark.parametrize("code", [500, 502, 503])
 def test_5xx_is_temporary_with_a_backoff_that_grows_with_the_attempt(api, limiter, code):
     api.faults += [fake.server_error(code)] * 2
