@@ -115,6 +115,7 @@ class TelegramPort:
             self.breaker.succeeded()
             retry_after = _retry_after(answer or {}, response)
             self.pause.set(retry_after)
+            logger.warning("telegram: 429, every sender pauses for %.0f s", retry_after)
             return TryLater(retry_after, f"HTTP 429: {_describe(answer, response)}")
         if answer is None:
             self.breaker.failed()

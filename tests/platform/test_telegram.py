@@ -62,9 +62,10 @@ def test_a_message_telegram_refuses_is_permanent_but_the_user_stays_reachable(ap
     assert not result.user_unreachable and "message text is empty" in result.description
 
 
-def test_429_pauses_every_sender_of_the_limiter_for_retry_after(api, limiter):
+def test_429_pauses_every_sender_of_the_limiter_for_retry_after(api, limiter, caplog):
     api.faults.append(fake.rate_limited(3))
     result = port(api, limiter).send_message(1, "hello")
+    assert "every sender pauses for 3 s" in caplog.text
     assert isinstance(result, TryLater) and result.delay == 3
     assert 2.5 < limiter.pause.remaining() <= 3
     assert limiter.try_acquire(2) > 2.5  # another chat, another sender: it waits too
