@@ -204,8 +204,9 @@ def test_after_a_429_no_sender_in_any_process_reaches_telegram_before_retry_afte
     later = [r for r in api.received if asked[r.text] > got_429]
     assert len(later) > 150 and {r.text[:2] for r in later} == {"p1", "p2"}
     assert min(r.at for r in later) >= limited.at + 2
+    # what did arrive within the pause had been let go before the sender had the 429 back
     in_flight = [r for r in api.received if limited.at < r.at < limited.at + 2]
-    assert len(in_flight) <= 5  # at most one per other sender thread; never counted above
+    assert all(asked[r.text] <= got_429 for r in in_flight) and len(in_flight) <= 10
     assert len(api.delivered()) == 240
 
 
