@@ -21,7 +21,9 @@ from lapse.platform import clock, db
 logger = logging.getLogger(__name__)
 
 
-@lapse_actor(queue_name="panels", max_retries=10, min_backoff=10_000, max_backoff=3_600_000)
+# On the activation queue: each queue costs the Postgres broker two consumers, each holding a
+# connection of its 16-connection pool; a queue of its own exhausted it (test_processes).
+@lapse_actor(queue_name="activation", max_retries=10, min_backoff=10_000, max_backoff=3_600_000)
 def remove_client(access_key: str, panel_id: int | None = None) -> None:
     """Remove an ended key's client from one panel, or from every panel it may be on."""
     try:

@@ -70,8 +70,8 @@ def reconcile_panel(pool: ConnectionPool, panel: Panel, *, now: datetime,
     if panel.login_refused:
         counts["skipped_login_refused"] += 1
         return counts
-    port = connect(panel)
     try:
+        port = connect(panel)  # credentials missing: skipped like an unreachable panel
         listed = port.list_emails()  # the panel first, then the database
     except LapseError as error:
         logger.warning("reconcile: panel %s skipped, it cannot be listed: %s", panel.name, error)

@@ -206,7 +206,7 @@ def test_remove_client_refuses_a_key_that_is_no_uuid_before_any_database_or_pane
 def test_remove_client_with_a_key_that_is_no_uuid_is_dead_lettered_at_once(stub_worker, pool, bad):
     broker, _ = stub_worker
     actors.keys.remove_client.send(bad)
-    broker.join("panels", fail_fast=False)
+    broker.join("activation", fail_fast=False)
     [row] = eventually(lambda: dead_letters(pool), timeout=10, what="the dead letter")
     assert row["actor_name"] == "remove_client" and row["reason"] == "invalid_arguments"
     assert "access_key must be" in row["exception"]
