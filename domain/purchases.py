@@ -144,6 +144,10 @@ def _refuse(purchase: Any, payment: Payment) -> None:
                              "an operator, never automatically")
     if purchase["kind"] == "topup" and "balance" in (payment.provider, purchase["provider"]):
         raise PaymentRefused(purchase["id"], "a top-up cannot be paid from the balance")
+    if payment.provider == "balance" and purchase["provider"] != "balance":
+        # Nothing was paid: failing the purchase would only make its real payment be refused.
+        raise PaymentRefused(purchase["id"], f"a balance payment for a {purchase['provider']} "
+                             "purchase: it is paid through its own provider")
 
 
 def _verify(purchase: Any, payment: Payment, invoice: Invoice | None) -> None:

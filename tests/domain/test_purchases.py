@@ -141,6 +141,22 @@ def test_a_settled_purchase_refuses_any_further_payment_id_and_credits_nothing(
     assert one(pool, "select count(*) as n from payments")["n"] == 0
 
 
+@pytest.mark.parametrize("provider", ["telegram", "crypto"])
+def test_a_balance_message_for_another_providers_purchase_is_refused_and_changes_nothing(
+        pool, sent, provider):
+    user = given(pool, make.user)
+    given(pool, lambda c: make.credit(c, user, 800))
+    p = given(pool, lambda c: make.purchase(c, user, provider=provider,
+                                            invoice="inv-b" if provider == "crypto" else None))
+    with pytest.raises(purchases.PaymentRefused, match=f"balance payment for a {provider}"):
+        finalize(pool, Payment(p, "balance", f"balance:{p}", 500, "USD"))
+    assert balance(pool, user) == 800 and subs(pool, user) == []
+    assert one(pool, "select status from purchases where id = %s", p)["status"] == "pending"
+    real = "inv-b" if provider == "crypto" else "tg-real"
+    assert finalize(pool, Payment(p, provider, real, 500, "USD"),
+                    Invoice("inv-b", "paid", 500, "USD")).outcome == "paid"
+
+
 def test_a_paid_crypto_purchase_plus_forged_messages_credits_once(pool, sent):
     user = given(pool, make.user)
     p = given(pool, lambda c: make.purchase(c, user, kind="topup", provider="crypto",
