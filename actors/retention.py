@@ -4,19 +4,23 @@ Thin: each runs one flow of ``lapse.flows.recordings`` (a decision in one short
 transaction under the user lock, then the user's batches applied to S3) and
 turns a ``retry`` decision into a ``dramatiq.Retry`` with its delay. The
 retry count is shared: a user who is entitled again at each retry (flapping)
-reaches the dead-letter archive after 14.
+reaches the dead-letter archive after 14, and the archive closes the user's
+tagging request (R2), so the next lapse enqueues again.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 import dramatiq
+from psycopg import Connection
 
 from actors.declare import lapse_actor
+from domain import retention
 from lapse.flows import recordings as flows
-from lapse.platform import clock, db
+from lapse.platform import clock, db, dead_letters
 from lapse.platform.config import settings
 from lapse.ports import s3
 
@@ -36,6 +40,14 @@ def tag_recordings(user_id: int) -> None:
         delay = min(decision.retry_at - now, MAX_DELAY)
         raise dramatiq.Retry(f"user {user_id} is entitled until {decision.retry_at.isoformat()}",
                              delay=max(int(delay.total_seconds() * 1000), 1))
+
+
+def _close_tagging_request(conn: Connection[Any], concerns: dict[str, Any]) -> None:
+    if concerns["user_id"] is not None:
+        retention.close_request(conn, concerns["user_id"])
+
+
+dead_letters.when_dead("tag_recordings", _close_tagging_request)
 
 
 @lapse_actor(queue_name="retention")

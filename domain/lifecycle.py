@@ -65,12 +65,12 @@ def expire_if_due(conn: Connection[Any], subscription_id: int, user_id: int, *, 
     """§3a's time-driven ends: trial, paid active (auto-renew off) or cancelled past expiry,
     grace past the billing grace, and a paid row still pending after the activation deadline
     (its payments refunded to the balance, with a notice)."""
-    lock_user(conn, user_id)
+    lock_family(conn, user_id, now=now)
     sub = _subscription(conn, subscription_id)
     if sub["kind"] == "paid" and sub["status"] == "pending":
         if sub["started_at"] + activation_deadline > now:
             return None
-        _end(conn, sub, ended_at=now, event="expired", now=now)
+        _end(conn, sub, ended_at=now, event="activation_failed", now=now)
         credited = _credit_payments(conn, sub, reason="activation_refund", now=now)
         conn.execute(SQL["notify"], {"user_id": user_id, "kind": "activation_failed",
                                      "key": f"activation_failed:{subscription_id}",
@@ -110,7 +110,7 @@ def apply_plan(conn: Connection[Any], user_id: int, plan_code: str, *, now: date
     ``activate_subscription`` after commit. Every grant sends
     ``restore_recordings`` (R5).
     """
-    lock_user(conn, user_id)
+    members = lock_family(conn, user_id, now=now)
     plan: Any = conn.execute(SQL["plan"], {"code": plan_code}).fetchone()
     if plan is None:
         raise NotFound(f"no plan {plan_code!r}")
@@ -120,7 +120,8 @@ def apply_plan(conn: Connection[Any], user_id: int, plan_code: str, *, now: date
         extended: Any = conn.execute(SQL["extend"], {"id": current["id"],
                                                      "period": period}).fetchone()
         _event(conn, current, "extended", now)
-        request_restore(conn, user_id)
+        assert extended is not None
+        _restore(conn, user_id, members if extended["status"] != "pending" else [])
         return Granted(int(current["id"]), "extended", extended["expires_at"] - period,
                        extended["expires_at"])
     key, status, transition = uuid.uuid4(), "pending", "new_pending"
@@ -136,13 +137,30 @@ def apply_plan(conn: Connection[Any], user_id: int, plan_code: str, *, now: date
     _event(conn, sub, "purchased", now)
     if status == "pending":
         send_after_commit(conn, "activate_subscription", int(row["id"]))
-    request_restore(conn, user_id)
+    # a pending row keeps only its buyer's recordings (§3 source 2), an active one the family's too
+    _restore(conn, user_id, members if status != "pending" else [])
     return Granted(int(row["id"]), transition, now, now + period)
+
+
+def lock_family(conn: Connection[Any], owner_id: int, *, now: datetime) -> list[int]:
+    """Lock an owner, then the owner's current family members in ascending id (SPEC §3); return them."""
+    lock_user(conn, owner_id)
+    members = [int(m["member_id"]) for m in conn.execute(
+        SQL["current_members"], {"owner_id": owner_id, "now": now}).fetchall()]
+    for member in members:
+        lock_user(conn, member)
+    return members
+
+
+def _restore(conn: Connection[Any], user_id: int, members: list[int]) -> None:
+    """R5: ``restore_recordings`` to the buyer and to every family member the grant gives retention."""
+    for user in (user_id, *members):
+        request_restore(conn, user)
 
 
 def set_auto_renew(conn: Connection[Any], subscription_id: int, on: bool, *, now: datetime) -> str:
     """Switch auto-renew: active → cancelled, grace → expired, cancelled → active (before expiry)."""
-    sub = _locked_subscription(conn, subscription_id)
+    sub = _locked_subscription(conn, subscription_id, now=now)
     status = sub["status"]
     if sub["kind"] != "paid":
         raise TransitionRefused(subscription_id, "a trial has no auto-renew")
@@ -165,7 +183,7 @@ def set_auto_renew(conn: Connection[Any], subscription_id: int, on: bool, *, now
 
 def revoke(conn: Connection[Any], subscription_id: int, *, now: datetime) -> None:
     """An operator revokes a paid subscription: expired now, event ``revoked``."""
-    sub = _locked_subscription(conn, subscription_id)
+    sub = _locked_subscription(conn, subscription_id, now=now)
     if sub["kind"] != "paid" or sub["status"] not in ("active", "grace", "cancelled"):
         raise TransitionRefused(subscription_id, f"cannot revoke a {sub['kind']} {sub['status']} "
                                 "subscription")
@@ -190,7 +208,7 @@ def refund(conn: Connection[Any], subscription_id: int, *, now: datetime,
     ``grace``. ``amount`` replaces that sum and may not exceed it. One ledger
     row, reference ``subscription:<id>``.
     """
-    sub = _locked_subscription(conn, subscription_id)
+    sub = _locked_subscription(conn, subscription_id, now=now)
     if sub["kind"] != "paid" or sub["status"] not in ("active", "grace", "cancelled"):
         raise TransitionRefused(subscription_id, f"cannot refund a {sub['kind']} {sub['status']} "
                                 "subscription")
@@ -220,6 +238,7 @@ def _credit_payments(conn: Connection[Any], sub: dict[str, Any], *, reason: str,
 
 
 def add_family_member(conn: Connection[Any], owner_id: int, member_id: int, *, now: datetime) -> None:
+    lock_user(conn, owner_id)  # every family change: owner, then member (SPEC §3)
     lock_user(conn, member_id)
     conn.execute(SQL["add_member"], {"owner_id": owner_id, "member_id": member_id, "now": now})
     request_restore(conn, member_id)
@@ -227,6 +246,7 @@ def add_family_member(conn: Connection[Any], owner_id: int, member_id: int, *, n
 
 def remove_family_member(conn: Connection[Any], owner_id: int, member_id: int, *,
                          now: datetime) -> None:
+    lock_user(conn, owner_id)  # every family change: owner, then member (SPEC §3)
     lock_user(conn, member_id)
     if conn.execute(SQL["remove_member"], {"owner_id": owner_id, "member_id": member_id,
                                            "now": now}).fetchone() is None:
@@ -257,12 +277,14 @@ def _subscription(conn: Connection[Any], subscription_id: int) -> dict[str, Any]
     return dict(row)
 
 
-def _locked_subscription(conn: Connection[Any], subscription_id: int) -> dict[str, Any]:
-    # The user lock comes first (SPEC §3's order), then the subscription row.
+def _locked_subscription(conn: Connection[Any], subscription_id: int, *,
+                         now: datetime) -> dict[str, Any]:
+    # The user lock comes first (SPEC §3's order): the owner, the family members
+    # whose retention the transition changes, then the subscription row.
     owner = conn.execute(SQL["subscription_owner"], {"id": subscription_id}).fetchone()
     if owner is None:
         raise NotFound(f"no subscription {subscription_id}")
-    lock_user(conn, owner["user_id"])
+    lock_family(conn, owner["user_id"], now=now)
     return _subscription(conn, subscription_id)
 
 

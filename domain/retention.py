@@ -103,6 +103,11 @@ def request_tagging(conn: Connection[Any], user_id: int, *, now: datetime, reaso
     return opened is not None
 
 
+def close_request(conn: Connection[Any], user_id: int) -> None:
+    """R2: the user's tagging message ended for good (dead-lettered): the next lapse enqueues again."""
+    conn.execute(SQL["close_request"], {"user_id": user_id})
+
+
 def request_restore(conn: Connection[Any], user_id: int) -> None:
     """R5: every grant sends ``restore_recordings`` after commit."""
     send_after_commit(conn, "restore_recordings", user_id)

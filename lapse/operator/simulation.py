@@ -22,7 +22,7 @@ from typing import Any
 from domain import retention
 from lapse.flows import sweeps
 from lapse.flows.inline import InlineWork
-from lapse.platform import clock
+from lapse.platform import clock, dead_letters
 from lapse.platform.after_commit import PendingMessage, install_sender, transaction
 from lapse.platform.config import settings
 
@@ -64,6 +64,9 @@ class Simulation:
         max_retries = self.broker.get_actor(message.actor_name).options.get("max_retries", 20)
         if self.retries[key] > max_retries:
             self.dead.append(message)
+            with self.pool.connection() as conn, transaction(conn):
+                dead_letters.ended_dead(conn, self.broker, message.actor_name, message.args,
+                                        message.kwargs)
             return
         due = self.now + timedelta(milliseconds=delay_ms or 0)
         heapq.heappush(self.delayed, (due, next(self._seq), message))

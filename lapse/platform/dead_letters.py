@@ -8,6 +8,11 @@ actor, arguments, the user/subscription/purchase it concerns, the last
 exception and traceback, and first/last failure times. Messages that cannot
 even be decoded are archived by the brokers' consumers with their raw body.
 ``lapse dlq`` works on that table.
+
+A layer above may ask to be told, in the archive's transaction, when a
+message of one of its actors ends dead (``when_dead``): the tagging request
+of a dead ``tag_recordings`` must close (R2), and the platform knows nothing
+of tagging requests.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import traceback as tb
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -34,6 +40,26 @@ from lapse.platform.sql import queries
 logger = logging.getLogger(__name__)
 SQL = queries(__file__, "dead_letters")
 CONCERNS = ("user_id", "subscription_id", "purchase_id")
+
+#: ``hook(conn, concerns)``: concerns maps each name of CONCERNS to the id the
+#: dead message was about (None when its arguments did not say).
+DeadHook = Callable[[Connection[Any], dict[str, Any]], None]
+_hooks: dict[str, list[DeadHook]] = {}
+
+
+def when_dead(actor_name: str, hook: DeadHook) -> None:
+    """Run ``hook`` in the archive's transaction whenever a message of ``actor_name`` ends dead."""
+    _hooks.setdefault(actor_name, []).append(hook)
+
+
+def ended_dead(conn: Connection[Any], broker: dramatiq.Broker, actor_name: str, args: Any,
+               kwargs: Any) -> None:
+    """Run the hooks of a dead message of ``actor_name`` (the archive, and simulations, call this)."""
+    hooks = _hooks.get(actor_name, [])
+    if hooks:
+        concerns = _concerns(broker, actor_name, args, kwargs)
+        for hook in hooks:
+            hook(conn, concerns)
 
 
 def _reason(message: Any, exception: BaseException | None) -> str:
@@ -84,6 +110,7 @@ def archive(conn: Connection[Any], broker: dramatiq.Broker, message: Any,
         "exception": repr(exception) if exception is not None else _last_line(trace),
         "traceback": trace, "raw_body": None, "now": clock.now(),
     })
+    ended_dead(conn, broker, message.actor_name, message.args, message.kwargs)
 
 
 def archive_undecodable(broker_name: str, queue_name: str, raw: bytes | str,

@@ -11,6 +11,7 @@ from domain import retention
 from domain.errors import UnknownUser
 from lapse.flows import recordings as flows
 from lapse.platform import clock
+from lapse.platform.after_commit import transaction
 from lapse.platform.config import settings
 from tests.actors.conftest import dead_letters
 from tests.actors.retention_support import T0, batches, recordings
@@ -19,6 +20,11 @@ from tests.support import factories as make
 from tests.support.factories import given
 
 DAY, HOUR = timedelta(days=1), timedelta(hours=1)
+
+
+def open_requests(pool):
+    with pool.connection() as conn:
+        return [r["user_id"] for r in conn.execute("select user_id from tagging_requests")]
 
 
 def trial_user(pool, *, ends):
@@ -164,13 +170,18 @@ def test_a_flapping_user_reaches_the_dead_letter_archive_and_is_never_tagged_whi
 
     broker.enqueue = stepping
     try:
-        actors.retention.tag_recordings.send(user)
+        with pool.connection() as conn, transaction(conn):
+            assert retention.request_tagging(conn, user, now=now["at"], reason="lapse")
         broker.join("retention", fail_fast=False)
         [dead] = eventually(lambda: dead_letters(pool), timeout=10, what="the dead letter")
     finally:
         broker.enqueue = enqueue
         clock.override(None, changes_state=False, allowed=True)
     assert dead["reason"] == "retries_exhausted" and dead["user_id"] == user
+    # R2: the dead letter closed the request, so a later lapse enqueues again
+    assert open_requests(pool) == []
+    with pool.connection() as conn, transaction(conn, dry_run=True):
+        assert retention.request_tagging(conn, user, now=now["at"], reason="a later lapse")
     assert len(delays) == 14
     # each retry waits until the end of the current window plus the settle window
     assert delays[0] == (start + 20 * HOUR + HOUR - (start + 2 * HOUR)) / timedelta(milliseconds=1)

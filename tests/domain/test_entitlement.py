@@ -48,6 +48,25 @@ def test_grace_gives_access_until_expiry_plus_billing_grace(conn):
     assert around(conn, access, u, T + 30 * DAY + GRACE) == (True, False, False)
 
 
+def test_an_auto_renewing_active_row_is_in_billing_grace_from_its_end(conn):
+    """Issue 9 (4a): a failed renewal costs no access before the renewal sweep moves it to grace."""
+    u = make.user(conn)
+    make.subscription(conn, u, status="active", auto_renew=True, started_at=T,
+                      expires_at=T + 30 * DAY)
+    assert around(conn, access, u, T + 30 * DAY) == (True, True, True)
+    assert around(conn, access, u, T + 30 * DAY + GRACE) == (True, False, False)
+    assert around(conn, retention, u, T + 30 * DAY) == (True, True, True)
+
+
+@pytest.mark.parametrize(("kind", "status", "auto_renew"), [
+    ("paid", "active", False), ("paid", "cancelled", False), ("trial", "active", True)])
+def test_no_billing_grace_without_auto_renew_or_for_a_trial(conn, kind, status, auto_renew):
+    u = make.user(conn)
+    make.subscription(conn, u, kind=kind, status=status, auto_renew=auto_renew, started_at=T,
+                      expires_at=T + 30 * DAY)
+    assert around(conn, access, u, T + 30 * DAY) == (True, False, False)
+
+
 @pytest.mark.parametrize("status", ["pending", "expired"])
 def test_pending_and_expired_give_no_access(conn, status):
     u = make.user(conn)
@@ -93,6 +112,16 @@ def test_retention_4_event_on_a_paid_subscription(conn, event_type):
                             expires_at=T - 300 * DAY, ended_at=T - 300 * DAY)
     make.event(conn, sub, u, event_type, T)
     assert around(conn, retention, u, T + 7 * DAY) == (True, False, False)
+
+
+@pytest.mark.parametrize("event_type", ["expired", "cancelled"])
+def test_retention_4_an_event_does_not_count_before_it_happened(conn, event_type):
+    u = make.user(conn)
+    sub = make.subscription(conn, u, status="expired", started_at=T - 400 * DAY,
+                            expires_at=T - 300 * DAY, ended_at=T - 300 * DAY)
+    make.event(conn, sub, u, event_type, T)
+    assert around(conn, retention, u, T) == (False, True, True)
+    assert not retention(conn, u, T - 3 * DAY)
 
 
 def test_retention_4_ignores_events_of_trials_and_other_types(conn):
@@ -143,6 +172,61 @@ def test_retention_7_loyalty_two_years_after_a_paid_start_is_permanent(conn):
     assert retention(conn, u, datetime(2031, 1, 1, tzinfo=UTC))
 
 
+LOYAL_START = datetime(2024, 3, 1, tzinfo=UTC)
+LOYAL_AT = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def test_retention_7_no_loyalty_for_a_paid_row_that_never_reached_active(conn):
+    u = make.user(conn)
+    make.subscription(conn, u, status="expired", started_at=LOYAL_START,
+                      expires_at=LOYAL_START + 30 * DAY, ended_at=LOYAL_START + DAY,
+                      reached_active=False)
+    assert not retention(conn, u, LOYAL_AT)
+
+
+@pytest.mark.parametrize("how", ["refunded", "revoked"])
+def test_retention_7_no_loyalty_when_refunded_or_revoked_in_its_first_period(conn, how):
+    u = make.user(conn)
+    ended = LOYAL_START + 30 * DAY - S
+    sub = make.subscription(conn, u, status="expired", started_at=LOYAL_START,
+                            expires_at=LOYAL_START + 30 * DAY, ended_at=ended)
+    make.event(conn, sub, u, how, ended)
+    assert not retention(conn, u, LOYAL_AT)
+
+
+@pytest.mark.parametrize("how", ["refunded", "revoked"])
+def test_retention_7_a_later_goodwill_refund_keeps_loyalty(conn, how):
+    u = make.user(conn)
+    ended = LOYAL_START + 30 * DAY
+    sub = make.subscription(conn, u, status="expired", started_at=LOYAL_START,
+                            expires_at=LOYAL_START + 60 * DAY, ended_at=ended)
+    make.event(conn, sub, u, how, ended)
+    assert retention(conn, u, LOYAL_AT)
+
+
+def test_retention_end_ignores_a_trial_converted_while_pending(conn):
+    """A pending trial gave no access: its conversion is not where retention ended."""
+    u = make.user(conn)
+    make.recording(conn, u, has_audio=False, created_at=T - DAY)
+    trial = make.subscription(conn, u, kind="trial", status="pending", started_at=T,
+                              expires_at=T + 3 * DAY)
+    conn.execute("update subscriptions set status = 'expired', ended_at = %s where id = %s",
+                 (T + DAY, trial))
+    assert retention_end(conn, u, now=T + 9 * DAY, billing_grace=GRACE) == T - DAY
+
+
+def test_nothing_moves_out_of_expired(conn):
+    import psycopg
+
+    u = make.user(conn)
+    sub = make.subscription(conn, u, status="expired", started_at=T, expires_at=T + DAY,
+                            ended_at=T + DAY)
+    with pytest.raises(psycopg.errors.CheckViolation, match="out of expired"), conn.transaction():
+        conn.execute("update subscriptions set status = 'active', ended_at = null, "
+                     "access_key = gen_random_uuid() where id = %s", (sub,))
+    conn.execute("update subscriptions set auto_renew = true where id = %s", (sub,))  # not a move
+
+
 def test_retention_end_is_the_end_of_the_last_window(conn):
     u = make.user(conn)
     end = T + 30 * DAY
@@ -191,10 +275,13 @@ def worlds(draw):
             ended = expires + timedelta(hours=draw(st.integers(-48, 48))) if status == "expired" else None
             if ended is not None and ended < start:
                 ended = start
-            subs.append(spec.Sub(next_id, u, kind, status, start, expires, ended))
+            reached_active = (status in ("active", "grace", "cancelled")
+                              or (status == "expired" and draw(st.booleans())))
+            subs.append(spec.Sub(next_id, u, kind, status, start, expires, ended,
+                                 auto_renew=draw(st.booleans()), reached_active=reached_active))
             if draw(st.booleans()):
                 events.append(spec.Event(next_id, u, draw(st.sampled_from(
-                    ["expired", "cancelled", "converted"])), draw(hours)))
+                    ["expired", "cancelled", "converted", "refunded", "revoked"])), draw(hours)))
             next_id += 1
     for member in users:
         if draw(st.booleans()):
@@ -213,9 +300,11 @@ def _insert(conn, world):
     ids = {u: make.user(conn) for u in (1, 2, 3)}
     sub_ids = {}
     for s in world.subs:
+        assert s.first_period == 30 * DAY  # the factories' plan
         sub_ids[s.id] = make.subscription(conn, ids[s.user], kind=s.kind, status=s.status,
                                           started_at=s.started_at, expires_at=s.expires_at,
-                                          ended_at=s.ended_at)
+                                          ended_at=s.ended_at, auto_renew=s.auto_renew,
+                                          reached_active=s.reached_active)
     for e in world.events:
         make.event(conn, sub_ids[e.subscription], ids[e.user], e.type, e.created_at)
     for m in world.members:
@@ -232,11 +321,15 @@ def _edges(world):
             yield s.ended_at + 7 * DAY
         yield spec.add_years(s.started_at, 2)
     for e in world.events:
-        yield e.created_at + 7 * DAY
+        yield from (e.created_at, e.created_at + 7 * DAY)
     for m in world.members:
         yield m.added_at
+        if m.removed_at:
+            yield m.removed_at
     for g in world.grants:
         yield g.granted_at
+        if g.revoked_at:
+            yield g.revoked_at
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

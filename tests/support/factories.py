@@ -45,7 +45,9 @@ def subscription(conn: Connection[Any], user_id: int, *, kind: str = "paid", sta
     needs_key = status not in ("pending", "expired")
     values = {"user_id": user_id, "kind": kind, "status": status, "plan_code": plan_code,
               "started_at": started_at, "expires_at": expires_at, "ended_at": ended_at,
-              "access_key": uuid.uuid4() if needs_key else None} | overrides
+              "access_key": uuid.uuid4() if needs_key else None,
+              # an expired row was active before, unless the test says otherwise
+              "reached_active": status != "pending"} | overrides
     columns = ", ".join(values)
     placeholders = ", ".join(f"%({c})s" for c in values)
     return _insert_returning_id(

@@ -7,8 +7,10 @@ with ended as (
     where expires_at > %(start)s and expires_at <= %(end)s
       and status in ('pending', 'active', 'cancelled')
     union all
+    -- billing grace ends: a grace row, or an auto-renewing active one never moved to grace
     select user_id from subscriptions
-    where status = 'grace' and expires_at > %(start)s - %(grace)s and expires_at <= %(end)s - %(grace)s
+    where (status = 'grace' or (status = 'active' and auto_renew))
+      and expires_at > %(start)s - %(grace)s and expires_at <= %(end)s - %(grace)s
     union all
     select user_id from subscriptions
     where kind = 'paid' and ended_at > %(start)s - interval '7 days'
