@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 import pytest
 
 from domain import activation, lifecycle
