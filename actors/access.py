@@ -33,7 +33,7 @@ PANEL_RETRIES: dict[str, Any] = {
 
 
 @lapse_actor(queue_name="activation")
-def start_trial(user_id: int) -> str:
+def start_trial(user_id: int) -> None:
     """§3a sign-up: a trial ``pending`` row with its key, then ``activate_subscription``;
     for a user who ever had a trial or has a current subscription, nothing (said so)."""
     with db.pool().connection() as conn, transaction(conn):
@@ -41,20 +41,18 @@ def start_trial(user_id: int) -> str:
                                          length=timedelta(days=settings().trial_days))
     logger.info("start_trial user_id=%s outcome=%s subscription_id=%s", user_id,
                 started.outcome, started.subscription_id)
-    return started.outcome
 
 
 @lapse_actor(queue_name="activation", **PANEL_RETRIES)
-def activate_subscription(subscription_id: int) -> str:
+def activate_subscription(subscription_id: int) -> None:
     """A1: lease the pending row, add its key to each usable panel once, mark it ``active``."""
     finished = flows.activate(db.pool(), subscription_id)
     logger.info("activate_subscription subscription_id=%s outcome=%s provision=%s removed=%s",
                 subscription_id, finished.outcome, finished.provision, finished.removed)
-    return finished.outcome
 
 
 @lapse_actor(queue_name="activation", **PANEL_RETRIES)
-def provision_client(access_key: str, panel_id: int) -> str:
+def provision_client(access_key: str, panel_id: int) -> None:
     """A1: add a current key to the one panel that failed during its activation."""
     try:
         access_key = str(uuid.UUID(access_key))
@@ -64,4 +62,3 @@ def provision_client(access_key: str, panel_id: int) -> str:
     outcome = flows.provision(db.pool(), access_key, panel_id)
     logger.info("provision_client access_key=%s panel_id=%s outcome=%s", access_key, panel_id,
                 outcome)
-    return outcome
