@@ -122,8 +122,6 @@ def finish(conn: Connection[Any], claim: Claim, added: dict[int, str | None],
     if row["status"] != "pending":
         return Finished("no_longer_pending", removed=_remove_if_not_current(
             conn, claim.access_key, holding, now=now))
-    if str(row["activation_lease_owner"]) != claim.owner:
-        return Finished("lease_lost")
     if not holding and not claim.held:
         conn.execute(SQL["release_lease"], {"id": claim.subscription_id, "owner": claim.owner})
         return Finished("no_panel")

@@ -99,7 +99,9 @@ def test_with_panel_b_down_every_row_activates_through_a_and_b_is_dead_lettered_
     statuses, keys = keys_by_status(pool)
     assert statuses == {"active": ROWS}
     assert adds(a) == dict.fromkeys(keys, 1)
-    dead = [r for r in dead_letters(pool) if r["actor_name"] == "provision_client"]
+    dead = eventually(lambda: len(rows := [r for r in dead_letters(pool)
+                                           if r["actor_name"] == "provision_client"]) >= ROWS
+                      and rows, timeout=20, what="every key's provision_client archived")
     assert sorted(r["args"][0] for r in dead) == sorted(keys)  # every key, none lost
     assert {r["args"][1] for r in dead} == {b.row.id}
     assert {r["reason"] for r in dead} == {"retries_exhausted"}
