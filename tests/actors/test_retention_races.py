@@ -7,37 +7,18 @@ the moment the recordings were tagged, with the simulated clock stepping in
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
 
 from domain import entitlement, lifecycle
-from domain.retention import lock_user, request_restore
 from lapse.platform.config import settings
-from tests.actors.retention_support import T0, recordings
+from tests.actors.retention_support import T0, buy, recordings
 from tests.support import factories as make
 from tests.support.factories import given
 
 DAY, HOUR, MINUTES_15 = timedelta(days=1), timedelta(hours=1), timedelta(minutes=15)
 BOUND = HOUR + MINUTES_15  # one hourly sweep_lapses period plus one clock step
-
-
-def subscribe(conn, user, *, now, days=30, auto_renew=True):
-    """A plan purchase as §3a does it (trial conversion or a new paid row), then restore."""
-    lock_user(conn, user)
-    trial = conn.execute("select id, access_key from subscriptions where user_id = %s and "
-                         "kind = 'trial' and status = 'active'", (user,)).fetchone()
-    key = uuid.uuid4()
-    if trial:
-        conn.execute("update subscriptions set status = 'expired', ended_at = %s, access_key = null "
-                     "where id = %s", (now, trial["id"]))
-        make.event(conn, trial["id"], user, "converted", now)
-        key = trial["access_key"]
-    sub = make.subscription(conn, user, started_at=now, expires_at=now + days * DAY,
-                            auto_renew=auto_renew, access_key=key)
-    request_restore(conn, user)
-    return sub
 
 
 def tagged_after_real_end(pool, user):
@@ -58,7 +39,7 @@ def test_race_a_resubscribed_between_trial_end_and_the_hourly_check_then_cancell
                                             expires_at=trial_end))
     sim.record(user)
     sim.advance(trial_end + timedelta(minutes=10))  # between the trial's end and the hourly check
-    sub = sim.act(lambda c: subscribe(c, user, now=sim.now))
+    sub = sim.act(lambda c: buy(c, user, now=sim.now))
     paid_end = sim.now + 30 * DAY
     sim.advance(trial_end + 2 * HOUR)  # the hourly check ran at 11:00 and 12:00
     assert recordings(pool, user)[0]["has_audio"]
