@@ -28,7 +28,7 @@ class CircuitOpen(RetryableError):
     def __init__(self, port: str, retry_in: float) -> None:
         super().__init__(f"{port}: circuit open after repeated failures; next probe in "
                          f"{retry_in:.0f}s")
-        self.port = port
+        self.port, self.retry_in = port, max(retry_in, 0.0)
 
 
 class CircuitBreaker:

@@ -7,6 +7,7 @@ listed here.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -56,7 +57,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_CRYPTO_URL", "https://pay.crypt.bot/api", "Crypto Pay API base URL."),
     Variable("LAPSE_CRYPTO_TOKEN", None, "Crypto Pay API token.", secret=True),
     Variable("LAPSE_TELEGRAM_URL", "https://api.telegram.org", "Telegram Bot API base URL."),
-    Variable("LAPSE_TELEGRAM_TOKEN", None, "Telegram bot token.", secret=True),
+    Variable("LAPSE_TELEGRAM_TOKEN", None, "Telegram bot token (`<digits>:<letters, digits, - or _>`); never logged.", secret=True),
+    Variable("LAPSE_TELEGRAM_TIMEOUT_SECONDS", "10", "Connect and read timeout of one `sendMessage`; a read timeout leaves delivery unknown."),
+    Variable("LAPSE_TELEGRAM_RATE_PER_SECOND", "30", "Messages per second to Telegram in all, shared by every worker thread and process (a decimal number)."),
+    Variable("LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND", "1", "Messages per second to one chat, shared likewise (a decimal number; `0.5` is one every 2 s)."),
+    Variable("LAPSE_TELEGRAM_BURST", "1", "Sends above the overall rate a sender may make to use slots it came back late for; any 1-second window holds at most rate + burst − 1."),
     Variable("LAPSE_ALLOW_CLOCK_OVERRIDE", "0", "`1` lets state-changing commands take `--now` (tests, demos)."),
     Variable("LAPSE_BILLING_GRACE_HOURS", "72", "Billing grace after a failed renewal, in hours."),
     Variable("LAPSE_DB_POOL_SIZE", "12", "Connections per process: worker threads (8) plus a margin."),
@@ -125,6 +130,10 @@ class Settings:
     panel_min_backoff_ms: int = 10_000
     panel_max_backoff_ms: int = 3_600_000
     trial_days: int = 3
+    telegram_timeout: float = 10.0
+    telegram_rate: float = 30.0
+    telegram_chat_rate: float = 1.0
+    telegram_burst: int = 1
 
     @property
     def embedded(self) -> bool:
@@ -166,7 +175,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         crypto_url=_url(raw("LAPSE_CRYPTO_URL"), "LAPSE_CRYPTO_URL", ("http", "https")) or "",
         crypto_token=raw("LAPSE_CRYPTO_TOKEN"),
         telegram_url=_url(raw("LAPSE_TELEGRAM_URL"), "LAPSE_TELEGRAM_URL", ("http", "https")) or "",
-        telegram_token=raw("LAPSE_TELEGRAM_TOKEN"),
+        telegram_token=_bot_token(raw("LAPSE_TELEGRAM_TOKEN")),
+        telegram_timeout=_positive_number(raw("LAPSE_TELEGRAM_TIMEOUT_SECONDS"),
+                                          "LAPSE_TELEGRAM_TIMEOUT_SECONDS"),
+        telegram_rate=_positive_number(raw("LAPSE_TELEGRAM_RATE_PER_SECOND"),
+                                       "LAPSE_TELEGRAM_RATE_PER_SECOND"),
+        telegram_chat_rate=_positive_number(raw("LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND"),
+                                            "LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND"),
+        telegram_burst=_positive_int(raw("LAPSE_TELEGRAM_BURST"), "LAPSE_TELEGRAM_BURST"),
         allow_clock_override=_flag(raw("LAPSE_ALLOW_CLOCK_OVERRIDE"), "LAPSE_ALLOW_CLOCK_OVERRIDE"),
         billing_grace=timedelta(
             hours=_positive_int(raw("LAPSE_BILLING_GRACE_HOURS"), "LAPSE_BILLING_GRACE_HOURS")
@@ -247,6 +263,27 @@ def _positive_int(value: str | None, name: str) -> int:
         raise ConfigError(name, f"must be a positive integer, got {value!r}") from None
     if number <= 0:
         raise ConfigError(name, f"must be a positive integer, got {value!r}")
+    return number
+
+
+_BOT_TOKEN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")
+
+
+def _bot_token(value: str | None) -> str | None:
+    # The message never repeats the value: it is a secret.
+    if value is not None and not _BOT_TOKEN.match(value):
+        raise ConfigError("LAPSE_TELEGRAM_TOKEN",
+                          "is not a bot token (digits, a colon, then letters, digits, - or _)")
+    return value
+
+
+def _positive_number(value: str | None, name: str) -> float:
+    try:
+        number = float(value or "")
+    except ValueError:
+        raise ConfigError(name, f"must be a positive number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(name, f"must be a positive number, got {value!r}")
     return number
 
 

@@ -44,6 +44,10 @@ def test_the_redis_broker_uses_the_configured_namespace():
     ({"LAPSE_REDIS_NAMESPACE": "two words"}, "LAPSE_REDIS_NAMESPACE"),
     ({"LAPSE_REDIS_NAMESPACE": ":leading"}, "LAPSE_REDIS_NAMESPACE"),
     ({"LAPSE_REDIS_NAMESPACE": "x" * 65}, "LAPSE_REDIS_NAMESPACE"),
+    ({"LAPSE_TELEGRAM_RATE_PER_SECOND": "0"}, "LAPSE_TELEGRAM_RATE_PER_SECOND"),
+    ({"LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND": "fast"}, "LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND"),
+    ({"LAPSE_TELEGRAM_TIMEOUT_SECONDS": "nan"}, "LAPSE_TELEGRAM_TIMEOUT_SECONDS"),
+    ({"LAPSE_TELEGRAM_BURST": "0"}, "LAPSE_TELEGRAM_BURST"),
 ])
 def test_bad_values_name_the_variable(env, variable):
     with pytest.raises(ConfigError) as error:
@@ -63,6 +67,14 @@ def test_secrets_never_appear_in_the_settings_repr():
     text = repr(config)
     assert "hunter2" not in text and "tok-secret" not in text and "123:abc" not in text
     assert "panel-tok" not in text
+
+
+def test_telegram_rates_are_decimal_numbers_and_a_bad_token_is_not_echoed():
+    config = load_settings({"LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND": "0.5"})
+    assert (config.telegram_rate, config.telegram_chat_rate, config.telegram_burst) == (30, 0.5, 1)
+    with pytest.raises(ConfigError) as error:
+        load_settings({"LAPSE_TELEGRAM_TOKEN": "123:secret part/with a slash"})
+    assert error.value.variable == "LAPSE_TELEGRAM_TOKEN" and "secret" not in str(error.value)
 
 
 def test_every_variable_is_documented_in_the_readme():
