@@ -155,8 +155,7 @@ def test_an_auto_renewing_active_row_is_never_expired_by_fast_expiry(pool, sent)
     sub = given(pool, lambda c: make.subscription(c, user, auto_renew=True, started_at=T - 30 * DAY,
                                                   expires_at=T))
     with pool.connection() as conn:
-        # before its billing grace ends (main's money audit: past it, fast expiry ends a row
-        # the renewal sweep never reached)
+        # not before its billing grace has ended (main's fast expiry ends it after that, §3a)
         assert lifecycle.due_expiries(conn, now=T + GRACE - HOUR, billing_grace=GRACE) == []
         conn.rollback()
     assert act(pool, lambda c: lifecycle.expire_if_due(c, sub, user, now=T + HOUR,
