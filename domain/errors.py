@@ -14,8 +14,9 @@ from lapse.platform.errors import (
     UnknownSweep,
 )
 
-__all__ = ["InvalidArguments", "InvalidPanel", "LapseError", "PermanentError", "RetryableError",
-           "UnknownPanel", "UnknownSweep", "UnknownUser"]
+__all__ = ["ActivationBusy", "InvalidArguments", "InvalidPanel", "LapseError", "NoPanelHoldsKey",
+           "PermanentError", "RetryableError", "UnknownPanel", "UnknownSubscription",
+           "UnknownSweep", "UnknownUser"]
 
 
 class UnknownUser(PermanentError):
@@ -40,3 +41,27 @@ class InvalidPanel(PermanentError):
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"panel {name!r}: {problem}")
         self.name = name
+
+
+class UnknownSubscription(PermanentError):
+    """A subscription id with no row in ``subscriptions``; nothing was changed."""
+
+    def __init__(self, subscription_id: int) -> None:
+        super().__init__(f"no subscription with id {subscription_id}")
+        self.subscription_id = subscription_id
+
+
+class ActivationBusy(RetryableError):
+    """Another worker holds the subscription's row or its activation lease: try again later."""
+
+    def __init__(self, subscription_id: int, holder: str) -> None:
+        super().__init__(f"subscription {subscription_id}: activation held by {holder}")
+        self.subscription_id = subscription_id
+
+
+class NoPanelHoldsKey(RetryableError):
+    """No usable panel took the subscription's key this time; the activation is retried."""
+
+    def __init__(self, subscription_id: int, problems: str) -> None:
+        super().__init__(f"subscription {subscription_id}: no panel holds its key ({problems})")
+        self.subscription_id = subscription_id

@@ -78,7 +78,9 @@ def expire_if_due(conn: Connection[Any], subscription_id: int, user_id: int, *, 
                                      "payload": Jsonb({"subscription_id": subscription_id,
                                                        "credited": credited}), "now": now})
         return Expired(subscription_id, user_id, "activation_deadline")
-    if sub["status"] not in ("active", "cancelled", "grace") or sub["expires_at"] > now:
+    pending_trial = sub["kind"] == "trial" and sub["status"] == "pending"  # §3a: ends unactivated
+    if (sub["status"] not in ("active", "cancelled", "grace") and not pending_trial) \
+            or sub["expires_at"] > now:
         return None
     if sub["kind"] == "trial":
         rule, ended_at = "trial_ended", sub["expires_at"]

@@ -13,7 +13,8 @@ where s.id > %(after)s
              or (s.status = 'active' and not s.auto_renew)
              or (s.status in ('active', 'grace') and s.expires_at + %(grace)s <= %(now)s)))
        or (s.status = 'pending' and s.kind = 'paid'
-           and s.started_at + %(activation_deadline)s <= %(now)s))
+           and s.started_at + %(activation_deadline)s <= %(now)s)
+       or (s.status = 'pending' and s.kind = 'trial' and s.expires_at <= %(now)s))
 order by s.id limit %(limit)s
 
 -- name: expire

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from lapse.flows import money_sweeps, reconcile, retention_sweeps
+from lapse.flows import activation, money_sweeps, reconcile, retention_sweeps
 from lapse.platform import sweeps as runner
 from lapse.platform.errors import UnknownSweep
 from lapse.platform.sweeps import DAILY_CHECK_CRON, Sweep, SweepContext, claim_tick
@@ -30,7 +30,7 @@ SWEEPS: dict[str, Sweep] = {
         Sweep("purge", "0 3 * * *", retention_sweeps.sweep_purge, daily_at=time(3, 0)),
         Sweep("auto_renewals", "*/10 * * * *", money_sweeps.sweep_auto_renewals),
         Sweep("fast_expiry", "* * * * *", retention_sweeps.sweep_fast_expiry),
-        Sweep("activations", "* * * * *", None, pending=_ACCESS),
+        Sweep("activations", "* * * * *", activation.sweep_activations),
         Sweep("crypto_payments", "* * * * *", money_sweeps.sweep_crypto_payments),
         Sweep("trial_notifications", "*/5 * * * *", None, pending=_ACCESS),
         Sweep("reconcile", "*/10 * * * *", reconcile.sweep_reconcile),

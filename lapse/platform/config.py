@@ -50,6 +50,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_PANEL_TOKEN", None, "3x-ui API token (`Authorization: Bearer`); preferred over user and password, skips the CSRF login.", secret=True),
     Variable("LAPSE_PANEL_INBOUND_ID", "1", "3x-ui inbound that holds the clients (positive integer)."),
     Variable("LAPSE_PANEL_TIMEOUT_SECONDS", "10", "Timeout of one HTTP request to a panel (connect and read)."),
+    Variable("LAPSE_PANEL_RETRIES", "10", "Retries of `activate_subscription` and of each panel's `provision_client` before the dead-letter archive."),
+    Variable("LAPSE_PANEL_MIN_BACKOFF_MS", "10000", "First retry delay of `activate_subscription` and `provision_client` (doubles each retry)."),
+    Variable("LAPSE_PANEL_MAX_BACKOFF_MS", "3600000", "Longest retry delay of `activate_subscription` and `provision_client`."),
+    Variable("LAPSE_TRIAL_DAYS", "3", "Length of the free trial `start_trial` grants."),
     Variable("LAPSE_CRYPTO_URL", "https://pay.crypt.bot/api", "Crypto Pay API base URL."),
     Variable("LAPSE_CRYPTO_TOKEN", None, "Crypto Pay API token.", secret=True),
     Variable("LAPSE_TELEGRAM_URL", "https://api.telegram.org", "Telegram Bot API base URL."),
@@ -122,6 +126,10 @@ class Settings:
     renewal_window_hours: int = 12
     crypto_invoice_ttl_minutes: int = 60
     redis_namespace: str = "dramatiq"
+    panel_retries: int = 10
+    panel_min_backoff_ms: int = 10_000
+    panel_max_backoff_ms: int = 3_600_000
+    trial_days: int = 3
     telegram_timeout: float = 10.0
     telegram_rate: float = 30.0
     telegram_chat_rate: float = 1.0
@@ -204,6 +212,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         referral_reward=_positive_int(raw("LAPSE_REFERRAL_REWARD"), "LAPSE_REFERRAL_REWARD"),
         s3_account_id=_batch_account(raw("LAPSE_S3_ACCOUNT_ID"), raw("LAPSE_S3_BATCH_ROLE_ARN")),
         redis_namespace=_redis_namespace(raw("LAPSE_REDIS_NAMESPACE") or ""),
+        panel_retries=_positive_int(raw("LAPSE_PANEL_RETRIES"), "LAPSE_PANEL_RETRIES"),
+        panel_min_backoff_ms=_positive_int(raw("LAPSE_PANEL_MIN_BACKOFF_MS"),
+                                           "LAPSE_PANEL_MIN_BACKOFF_MS"),
+        panel_max_backoff_ms=_positive_int(raw("LAPSE_PANEL_MAX_BACKOFF_MS"),
+                                           "LAPSE_PANEL_MAX_BACKOFF_MS"),
+        trial_days=_positive_int(raw("LAPSE_TRIAL_DAYS"), "LAPSE_TRIAL_DAYS"),
     )
 
 
@@ -303,3 +317,11 @@ def reset_settings() -> None:
     """Forget the cached settings (tests change the environment)."""
     global _settings
     _settings = None
+
+
+def retry_span(retries: int, min_backoff_ms: int, max_backoff_ms: int) -> timedelta:
+    """The longest a message can still be retrying after its first send: every backoff at
+    its longest (Dramatiq doubles from ``min_backoff``, and its jitter up to doubles that)."""
+    total = sum(min(2 * min_backoff_ms * 2 ** attempt, max_backoff_ms) for attempt in range(retries))
+    return timedelta(milliseconds=total)
+

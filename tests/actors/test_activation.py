@@ -1,0 +1,248 @@
+"""Activation under real workers (SPEC §6 A1): four worker threads on the stub broker, two fake
+panels on loopback, real PostgreSQL; and worker processes SIGKILLed at the steps that matter.
+
+Retry delays are milliseconds here (the actors' options, patched); no Worker runs under
+freezegun.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dramatiq
+import pytest
+
+from lapse.flows import activation as flows
+from lapse.platform.sweeps import SweepContext
+from tests.actors.conftest import dead_letters
+from tests.actors.test_crash_matrix import run
+from tests.conftest import eventually
+from tests.support import factories as make
+from tests.support.panels import Flaky, adds, down, fake_panels
+
+ROWS = 200
+
+
+@pytest.fixture
+def panels(pool, monkeypatch) -> Iterator[list[Any]]:
+    with fake_panels(pool, monkeypatch, 2) as servers:
+        yield servers
+
+
+@pytest.fixture
+def fast_retries(monkeypatch) -> None:
+    """Retries in milliseconds (three of them), for activate_subscription and provision_client."""
+    import actors
+
+    for name in ("activate_subscription", "provision_client"):
+        options = actors.broker.get_actor(name).options
+        for option, value in (("min_backoff", 1), ("max_backoff", 20), ("max_retries", 3)):
+            monkeypatch.setitem(options, option, value)
+
+
+@pytest.fixture
+def workers(pool) -> Iterator[Any]:
+    """Four worker threads on the activation and payments queues of the stub broker."""
+    import actors
+
+    broker = actors.broker
+    broker.flush_all()
+    worker = dramatiq.Worker(broker, worker_timeout=20, worker_threads=4,
+                              queues={"activation", "payments"})
+    worker.start()
+    yield broker
+    worker.stop()
+    broker.flush_all()
+
+
+def pending_rows(pool, count: int) -> list[int]:
+    now = datetime.now(UTC)
+    with pool.connection() as conn:
+        rows = [make.subscription(conn, make.user(conn), status="pending", started_at=now,
+                                  expires_at=now + timedelta(days=30)) for _ in range(count)]
+        conn.commit()
+    return rows
+
+
+def activate_all(broker: Any, rows: list[int]) -> None:
+    import actors
+
+    for subscription_id in rows:
+        actors.access.activate_subscription.send(subscription_id)
+    broker.join("activation", fail_fast=False, timeout=240_000)
+
+
+def keys_by_status(pool) -> tuple[Counter[str], list[str]]:
+    with pool.connection() as conn:
+        found = conn.execute("select status, access_key from subscriptions").fetchall()
+    return Counter(r["status"] for r in found), [str(r["access_key"]) for r in found]
+
+
+def test_four_workers_add_each_key_to_each_panel_exactly_once(pool, panels, workers):
+    activate_all(workers, pending_rows(pool, ROWS))
+    statuses, keys = keys_by_status(pool)
+    assert statuses == {"active": ROWS}
+    for server in panels:
+        assert adds(server) == dict.fromkeys(keys, 1)
+        assert sorted(server.clients) == sorted(keys)
+
+
+def test_with_panel_b_down_every_row_activates_through_a_and_b_is_dead_lettered_per_key(
+        pool, panels, workers, fast_retries):
+    a, b = panels
+    down(b)
+    activate_all(workers, pending_rows(pool, ROWS))
+    statuses, keys = keys_by_status(pool)
+    assert statuses == {"active": ROWS}
+    assert adds(a) == dict.fromkeys(keys, 1)
+    dead = eventually(lambda: len(rows := [r for r in dead_letters(pool)
+                                           if r["actor_name"] == "provision_client"]) >= ROWS
+                      and rows, timeout=20, what="every key's provision_client archived")
+    assert sorted(r["args"][0] for r in dead) == sorted(keys)  # every key, none lost
+    assert {r["args"][1] for r in dead} == {b.row.id}
+    assert {r["reason"] for r in dead} == {"retries_exhausted"}
+    with pool.connection() as conn:
+        states = Counter((r["panel_id"], r["state"]) for r in conn.execute(
+            "select panel_id, state from panel_clients"))
+    assert states == {(a.row.id, "present"): ROWS, (b.row.id, "failed"): ROWS}
+
+
+def test_with_panel_b_failing_30_percent_every_key_ends_on_b_exactly_once(
+        pool, panels, workers, fast_retries, monkeypatch):
+    import actors
+
+    monkeypatch.setitem(actors.broker.get_actor("provision_client").options, "max_retries", 20)
+    a, b = panels
+    flaky = Flaky(b, 0.3)
+    activate_all(workers, pending_rows(pool, ROWS))
+    statuses, keys = keys_by_status(pool)
+    assert statuses == {"active": ROWS}
+    assert sorted(b.clients) == sorted(keys)
+    answered = adds(b) - flaky.failed  # adds the panel acted on
+    assert answered == dict.fromkeys(keys, 1)
+    assert [r for r in dead_letters(pool) if r["actor_name"] == "provision_client"] == []
+
+
+def test_start_trial_is_a_no_op_twice_and_an_unknown_user_or_bad_input_is_dead_lettered(
+        pool, panels, workers):
+    import actors
+
+    with pool.connection() as conn:
+        user = make.user(conn)
+        conn.commit()
+    actors.access.start_trial.send(user)
+    workers.join("activation", fail_fast=False)
+    actors.access.start_trial.send(user)
+    actors.access.start_trial.send(987_654)
+    actors.access.activate_subscription.send(987_654)
+    actors.access.provision_client.send("not-a-key", panels[0].row.id)
+    workers.join("activation", fail_fast=False)
+    with pool.connection() as conn:
+        trial = conn.execute("select * from subscriptions where user_id = %s", (user,)).fetchall()
+    assert [(t["kind"], t["status"]) for t in trial] == [("trial", "active")]
+    dead = eventually(lambda: len(rows := dead_letters(pool)) == 3 and rows, timeout=10,
+                      what="three dead letters")
+    assert sorted((r["actor_name"], r["reason"]) for r in dead) == [
+        ("activate_subscription", "permanent_error"), ("provision_client", "invalid_arguments"),
+        ("start_trial", "permanent_error")]
+    assert any("no subscription with id 987654" in (r["exception"] or "") for r in dead)
+
+
+def test_a_purchase_after_an_expired_trial_activates_a_new_key_end_to_end(pool, panels, workers):
+    import actors
+
+    now = datetime.now(UTC)
+    with pool.connection() as conn:
+        user = make.user(conn)
+        make.plan(conn)
+        make.subscription(conn, user, kind="trial", status="expired",
+                          started_at=now - timedelta(days=10), expires_at=now - timedelta(days=7),
+                          ended_at=now - timedelta(days=7))
+        purchase = make.purchase(conn, user, kind="plan", amount=500)
+        conn.commit()
+    actors.money.finalize_purchase.send(purchase, "telegram", "tg-e2e", 500, "USD")
+    workers.join("payments", fail_fast=True)
+    workers.join("activation", fail_fast=True)
+    with pool.connection() as conn:
+        paid = conn.execute("select * from subscriptions where user_id = %s and kind = 'paid'",
+                            (user,)).fetchone()
+    assert paid["status"] == "active"
+    assert [adds(server) for server in panels] == [{str(paid["access_key"]): 1}] * 2
+
+
+# -- worker processes SIGKILLed (SPEC §7 after-commit; the crash matrix's pattern) --------
+
+START_TRIAL = "import sys, actors; actors.access.start_trial.fn(int(sys.argv[1]))"
+ACTIVATE = "import sys, actors; actors.access.activate_subscription.fn(int(sys.argv[1]))"
+
+
+def panel_env(database: str, panels: list[Any]) -> dict[str, str]:
+    env = {"DATABASE_URL": database}
+    for server in panels:
+        env |= server.env
+    return env
+
+
+def test_killed_between_commit_and_send_the_sweep_activates_it(pool, database, panels, tmp_path,
+                                                               sent):
+    with pool.connection() as conn:
+        user = make.user(conn)
+        conn.commit()
+    log = tmp_path / "faults.log"
+    killed = run(["-c", START_TRIAL, str(user)], panel_env(database, panels),
+                 "after_commit.committed", log)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    with pool.connection() as conn:
+        trial = conn.execute("select * from subscriptions where user_id = %s", (user,)).fetchone()
+    assert trial["status"] == "pending" and adds(panels[0]) == {}
+    now = datetime.now(UTC)
+    assert sweep(pool, now) == {"lost": 0, "resent": 0}  # a message could still be retrying
+    assert sweep(pool, now + flows.resend_after()) == {"lost": 1, "resent": 1}
+    [message] = sent
+    assert (message.actor_name, message.args) == ("activate_subscription", (trial["id"],))
+    retried = run(["-c", ACTIVATE, str(trial["id"])], panel_env(database, panels))
+    assert retried.returncode == 0, retried.stderr[-2000:]
+    assert status_of(pool, trial["id"]) == "active"
+    assert [adds(s) for s in panels] == [{str(trial["access_key"]): 1}] * 2
+
+
+def test_killed_between_the_panel_add_and_the_active_update_the_retry_succeeds_once(
+        pool, database, panels, tmp_path):
+    [paid] = pending_rows(pool, 1)
+    log = tmp_path / "faults.log"
+    env = panel_env(database, panels)
+    killed = run(["-c", ACTIVATE, str(paid)], env, "activation.panels_called", log)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert "activation.panels_called" in log.read_text().split()
+    with pool.connection() as conn:
+        key = str(conn.execute("select access_key from subscriptions where id = %s",
+                               (paid,)).fetchone()["access_key"])
+        assert status_of(pool, paid) == "pending"
+        # the dead worker's lease runs out before the message is redelivered
+        conn.execute("update subscriptions set activation_lease_until = %s where id = %s",
+                     (datetime.now(UTC) - timedelta(seconds=1), paid))
+        conn.commit()
+    assert all(key in server.clients for server in panels)
+    retried = run(["-c", ACTIVATE, str(paid)], env)
+    assert retried.returncode == 0, retried.stderr[-2000:]
+    assert status_of(pool, paid) == "active"
+    assert all(list(server.clients) == [key] for server in panels)
+    with pool.connection() as conn:
+        assert conn.execute("select count(*) as n from subscription_events where "
+                            "subscription_id = %s and type = 'activated'",
+                            (paid,)).fetchone()["n"] == 1
+
+
+def sweep(pool, now):
+    return flows.sweep_activations(pool, SweepContext(now=now, dry_run=False,
+                                                      deadline=float("inf")))
+
+
+def status_of(pool, subscription_id):
+    with pool.connection() as conn:
+        return conn.execute("select status from subscriptions where id = %s",
+                            (subscription_id,)).fetchone()["status"]
