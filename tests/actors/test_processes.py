@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -37,6 +36,7 @@ from tests.conftest import (
     service_unavailable,
 )
 from tests.support.cli import lapse
+from tests.support.processes import stop_process_groups
 
 pytestmark = pytest.mark.slow
 
@@ -106,15 +106,7 @@ def _start(broker: str, tmp: str, s3_url: str) -> Stack:
 
 
 def _stop(stack: Stack) -> None:
-    for process in stack.processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    for process in stack.processes:
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+    stop_process_groups(stack.processes, grace=15)
     drop_database(stack.database)
 
 

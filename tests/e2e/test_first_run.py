@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import uuid
@@ -40,6 +39,7 @@ from tests.conftest import (
     eventually,
     service_unavailable,
 )
+from tests.support.processes import stop_process_groups
 
 pytestmark = pytest.mark.slow
 
@@ -82,15 +82,7 @@ class FirstRun:
                 stderr=subprocess.STDOUT, start_new_session=True))
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        stop_process_groups(self.processes, grace=20)
 
     def log_tails(self) -> str:
         return "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
