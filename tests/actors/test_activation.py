@@ -17,12 +17,13 @@ import dramatiq
 import pytest
 
 from lapse.flows import activation as flows
+from lapse.flows import reconcile
 from lapse.platform.sweeps import SweepContext
 from tests.actors.conftest import dead_letters
 from tests.actors.test_crash_matrix import run
 from tests.conftest import eventually
 from tests.support import factories as make
-from tests.support.panels import Flaky, adds, down, fake_panels
+from tests.support.panels import Flaky, adds, back_up, down, fake_panels
 
 ROWS = 200
 
@@ -76,6 +77,12 @@ def activate_all(broker: Any, rows: list[int]) -> None:
     broker.join("activation", fail_fast=False, timeout=240_000)
 
 
+def client_states(pool) -> Counter[tuple[int, str]]:
+    with pool.connection() as conn:
+        return Counter((r["panel_id"], r["state"]) for r in conn.execute(
+            "select panel_id, state from panel_clients"))
+
+
 def keys_by_status(pool) -> tuple[Counter[str], list[str]]:
     with pool.connection() as conn:
         found = conn.execute("select status, access_key from subscriptions").fetchall()
@@ -93,6 +100,8 @@ def test_four_workers_add_each_key_to_each_panel_exactly_once(pool, panels, work
 
 def test_with_panel_b_down_every_row_activates_through_a_and_b_is_dead_lettered_per_key(
         pool, panels, workers, fast_retries):
+    """... and when B comes back, one reconcile adds every key to B exactly once (A5 fills in
+    what was dead-lettered)."""
     a, b = panels
     down(b)
     activate_all(workers, pending_rows(pool, ROWS))
@@ -105,10 +114,17 @@ def test_with_panel_b_down_every_row_activates_through_a_and_b_is_dead_lettered_
     assert sorted(r["args"][0] for r in dead) == sorted(keys)  # every key, none lost
     assert {r["args"][1] for r in dead} == {b.row.id}
     assert {r["reason"] for r in dead} == {"retries_exhausted"}
-    with pool.connection() as conn:
-        states = Counter((r["panel_id"], r["state"]) for r in conn.execute(
-            "select panel_id, state from panel_clients"))
-    assert states == {(a.row.id, "present"): ROWS, (b.row.id, "failed"): ROWS}
+    assert client_states(pool) == {(a.row.id, "present"): ROWS, (b.row.id, "failed"): ROWS}
+    assert b.clients == {}
+    back_up(b)
+    refused_while_down = adds(b)
+    counts = reconcile.sweep_reconcile(pool, SweepContext(now=datetime.now(UTC), dry_run=False,
+                                                          deadline=float("inf")))
+    assert [counts.get(n, 0) for n in ("added", "removed", "panel_failed")] == [ROWS, 0, 0]
+    assert sorted(b.clients) == sorted(keys) and sorted(a.clients) == sorted(keys)
+    assert adds(b) - refused_while_down == dict.fromkeys(keys, 1)  # each key added once
+    assert adds(a) == dict.fromkeys(keys, 1)  # A already held them all: nothing re-added
+    assert client_states(pool) == {(a.row.id, "present"): ROWS, (b.row.id, "present"): ROWS}
 
 
 def test_with_panel_b_failing_30_percent_every_key_ends_on_b_exactly_once(

@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain import activation, lifecycle
+from domain import activation, lifecycle, panels
 from domain.errors import ActivationBusy, NoPanelHoldsKey, UnknownSubscription, UnknownUser
 from lapse.flows import activation as flows
+from lapse.flows import key_removal
 from lapse.platform.after_commit import transaction
 from lapse.platform.sweeps import SweepContext
 from tests.support import factories as make
@@ -187,23 +188,45 @@ def test_a_worker_whose_lease_ran_out_and_was_taken_does_not_mark_the_row_active
         assert activation.finish(conn, current, done, {}, now=later).outcome == "activated"
 
 
-def test_a_late_activation_of_a_row_that_expired_meanwhile_removes_its_client(
+def test_a_late_activation_of_a_row_that_expired_meanwhile_leaves_no_client_behind(
         pool, sent, two_panels):
-    """Guard: ``where status = 'pending'`` — the row is left expired, remove_client is sent."""
+    """Guard: ``where status = 'pending'`` and the removal of what the late activation added.
+
+    The activation claims the row and calls the panels; meanwhile fast expiry ends the trial
+    and its own ``remove_client`` runs before the late adds land (nothing to remove yet). The
+    activation then finishes: the row stays expired, and the ``remove_client`` it sends for
+    each panel it added to, run here as the actor would, leaves no client on any panel.
+    """
     started = sign_up(pool, new_user(pool))
     with pool.connection() as conn, transaction(conn):
         claim = activation.claim(conn, started.subscription_id, now=NOW)
     assert isinstance(claim, activation.Claim)
+    sent.clear()
     with pool.connection() as conn, transaction(conn):  # the trial ended meanwhile (fast expiry)
         assert lifecycle.expire_if_due(conn, started.subscription_id, claim.user_id,
                                        now=NOW + TRIAL, billing_grace=timedelta(hours=72))
-    sent.clear()
-    done = {p.id: None for p in claim.to_add}
+    assert ("remove_client", claim.access_key) in names(sent)
+    removal(pool, sent)  # the expiry's removal, before the late adds land
+    added = {p.id: flows.add_to_panel(p, claim.access_key).error for p in claim.to_add}
+    assert added == {s.row.id: None for s in two_panels}
+    assert all(claim.access_key in s.clients for s in two_panels)  # the late adds landed
     with pool.connection() as conn, transaction(conn):
-        finished = activation.finish(conn, claim, done, {}, now=NOW + TRIAL)
-    assert finished.outcome == "no_longer_pending" and sorted(finished.removed) == sorted(done)
-    assert sorted(names(sent)) == sorted(("remove_client", claim.access_key, p) for p in done)
+        finished = activation.finish(conn, claim, added, {}, now=NOW + TRIAL)
+    assert finished.outcome == "no_longer_pending" and sorted(finished.removed) == sorted(added)
+    assert sorted(names(sent)) == sorted(("remove_client", claim.access_key, p) for p in added)
+    removal(pool, sent)
     assert row(pool, started.subscription_id)["status"] == "expired"
+    assert [s.clients for s in two_panels] == [{}, {}]  # no client for the key on any panel
+    with pool.connection() as conn:
+        assert {r["state"] for r in panels.client_states(conn, claim.access_key)} == {"removed"}
+
+
+def removal(pool, sent):
+    """Run the ``remove_client`` messages recorded so far, as the actor would, and forget them."""
+    for message in [m for m in sent if m.actor_name == "remove_client"]:
+        key, panel_id = (*message.args, None)[:2]  # remove_client(access_key, panel_id=None)
+        key_removal.remove_key(pool, key, panel_id, now=NOW + TRIAL)
+    sent.clear()
 
 
 def test_a_pending_trial_converted_by_a_purchase_keeps_activating_as_the_paid_row(

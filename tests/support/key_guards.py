@@ -63,6 +63,22 @@ M = [
  ("reconcile removes orphans (the race test catches an expired key left on)", R,
   '                port.remove_client(key)\n', '                pass\n',
   TK + "test_fast_expiry_racing_a_purchase_never_leaves_a_current_key_off_or_an_expired_key_on"),
+ ("reconcile adds the current keys a panel lacks (B back after its outage)", R,
+  '    counts += _act(pool, port, panel, missing, "missing", now=now, dry_run=dry_run)\n', "",
+  "tests/actors/test_activation.py::"
+  "test_with_panel_b_down_every_row_activates_through_a_and_b_is_dead_lettered_per_key"),
+ ("a late activation of a row that expired meanwhile removes what it added",
+  "domain/activation.py",
+  'return Finished("no_longer_pending", removed=_remove_if_not_current(\n'
+  '            conn, claim.access_key, holding, now=now))',
+  'return Finished("no_longer_pending")',
+  "tests/domain/test_activation.py::"
+  "test_a_late_activation_of_a_row_that_expired_meanwhile_leaves_no_client_behind"),
+ ("activation marks active only where status = 'pending'", "domain/activation.py",
+  '    if row["status"] != "pending":\n        return Finished("no_longer_pending"',
+  '    if False:\n        return Finished("no_longer_pending"',
+  "tests/domain/test_activation.py::"
+  "test_a_late_activation_of_a_row_that_expired_meanwhile_leaves_no_client_behind"),
 ]
 
 

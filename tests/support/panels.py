@@ -46,6 +46,17 @@ def down(server: Any) -> None:
     server.inject(fake.status(503), on="", times=10**9)
 
 
+def back_up(server: Any) -> None:
+    """The panel answers again (every injected fault dropped), and this process's circuit
+    breaker for it lets the next call through as its half-open probe, as after its cooldown."""
+    from lapse.ports import panel as panel_port
+
+    server.clear_faults()
+    breaker = panel_port._breakers.get(server.row.name)
+    if breaker is not None and breaker.opened_at is not None:
+        breaker.opened_at -= breaker.cooldown  # the cooldown has passed
+
+
 class Flaky:
     """Answers ``share`` of the client calls 503 (before acting), and counts them per key."""
 

@@ -179,6 +179,11 @@ class FakeXui:
         with self._lock:
             self.faults.append(Fault(on, answer, times))
 
+    def clear_faults(self) -> None:
+        """Drop every injected fault: the panel answers normally again."""
+        with self._lock:
+            self.faults.clear()
+
     def expire_sessions(self) -> None:
         with self._lock:
             self.sessions.clear()
