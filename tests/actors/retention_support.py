@@ -27,9 +27,14 @@ def buy(conn: Any, user_id: int, *, now: datetime, days: int = 30) -> int:
     """A plan purchase through the real path, ``lifecycle.apply_plan``: §3a's conversion of a trial,
     extension of a paid row, purchase out of grace, or a new paid row; returns the paid row's id.
 
-    A brand-new paid row is ``pending`` until ``activate_subscription`` activates it, and that
-    actor does not exist yet (it logs ``not_implemented``): only for that case this helper
-    activates the row by hand, in the purchase's transaction, as the activation would.
+    A brand-new paid row is ``pending`` until ``activate_subscription`` adds its key to a panel.
+    These retention tests run without a panel (activation has its own tests, with fake panels,
+    in ``tests/actors/test_activation.py``), so for that case only this helper marks the row
+    ``active`` by hand, in the purchase's transaction, as a successful activation would; the
+    ``activate_subscription`` sent after commit then finds it already active and does nothing.
+    (Tried in issue 10: a fake panel in the ``sim`` fixture and no hand activation; the
+    simulation property test then met a paid row still ``pending`` at a revoke, which §3a
+    refuses, and the retention tests took 12 minutes. Not pursued; the cause is not known.)
     """
     code = make.plan(conn, f"days{days}", days)
     granted = lifecycle.apply_plan(conn, user_id, code, now=now)

@@ -168,6 +168,41 @@ def test_start_trial_is_a_no_op_twice_and_an_unknown_user_or_bad_input_is_dead_l
     assert any("no subscription with id 987654" in (r["exception"] or "") for r in dead)
 
 
+def test_a_user_with_no_telegram_id_gets_a_trial_and_a_key_like_any_other(pool, panels, workers):
+    """Decided (SPEC §3a sign-up, §6 Panels, §8): a missing Telegram id is not bad input for keys.
+
+    ``users.telegram_id`` is nullable in the schema contract, §3a's sign-up condition is "no
+    earlier trial and no current subscription" only, and the panel client is named by the key
+    (``id`` = ``email`` = ``subId`` = the key UUID), never by the Telegram id. So
+    ``start_trial`` and ``activate_subscription`` give such a user a trial and a key exactly
+    as a user with one, and change nothing else: no error, no dead letter, the user row
+    untouched. The Telegram id is only the notices' address (N2), which is the outbox's to
+    refuse. This test fails if keys start to depend on it (a refusal, a dead letter, a client
+    named otherwise).
+    """
+    import actors
+
+    with pool.connection() as conn:
+        without, with_id = make.user(conn), make.user(conn, telegram_id=4242)
+        before = conn.execute("select * from users order by id").fetchall()
+        conn.commit()
+    for user in (without, with_id):
+        actors.access.start_trial.send(user)
+    workers.join("activation", fail_fast=True)
+    with pool.connection() as conn:
+        trials = conn.execute("select user_id, kind, status, access_key from subscriptions "
+                              "order by user_id").fetchall()
+        assert conn.execute("select * from users order by id").fetchall() == before
+    assert [(t["user_id"], t["kind"], t["status"]) for t in trials] == [
+        (without, "trial", "active"), (with_id, "trial", "active")]
+    keys = sorted(str(t["access_key"]) for t in trials)
+    for server in panels:
+        assert sorted(server.clients) == keys
+        assert all((c["uuid"], c["subId"], c["comment"], c["tgId"]) == (email, email, "lapse", 0)
+                   for email, c in server.clients.items())  # named by the key, no Telegram id
+    assert dead_letters(pool) == []
+
+
 def test_a_purchase_after_an_expired_trial_activates_a_new_key_end_to_end(pool, panels, workers):
     import actors
 

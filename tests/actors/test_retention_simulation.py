@@ -16,8 +16,8 @@ the user lock stands between those objects and their deletion.
 
 Purchases go through ``lifecycle.apply_plan`` (``retention_support.buy``):
 conversions, extensions and purchases after a cancellation are the real
-path; only a brand-new paid row is activated by hand, because
-``activate_subscription`` does not exist yet.
+path; only a brand-new paid row is activated by hand (the simulation has no panel for
+``activate_subscription`` to add its key to; see ``buy``).
 """
 
 from __future__ import annotations
