@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from actors.declare import lapse_actor
 from actors.pending import not_implemented
 
@@ -16,5 +18,16 @@ def send_notification(notification_id: int) -> None:
 
 @lapse_actor(queue_name="notifications")
 def send_broadcast(broadcast_id: int) -> None:
-    """Send a broadcast to users without a subscription (A6). Not implemented yet: logs only."""
-    not_implemented("send_broadcast", ISSUE, broadcast_id=broadcast_id)
+    """Walk one step of a broadcast (A6): queue keyset pages of its audience, one
+    ``send_notification`` per user, then send itself again until it is done or cancelled."""
+    from lapse.flows import broadcasts as broadcast_flow
+    from lapse.platform import db
+    from lapse.platform.config import settings
+
+    config = settings()
+    run = broadcast_flow.walk(db.pool(), broadcast_id,
+                              pace=broadcast_flow.Pace.from_settings(config),
+                              budget_seconds=config.sweep_budget_seconds)
+    logging.getLogger("actors").info(
+        "actor=send_broadcast broadcast_id=%s outcome=%s batches=%s queued=%s next_in=%s",
+        broadcast_id, run.outcome, run.batches, run.queued, run.next_in)
