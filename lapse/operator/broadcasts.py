@@ -47,7 +47,7 @@ def add_arguments(commands: Any) -> None:
         "create", help="store a draft broadcast (nothing is sent until `start`)",
         description="The message: --text-file FILE (English, the fallback) plus --text-file "
                     "LANG=FILE per translation, or --template NAME (domain/templates/<lang>/NAME.txt).")
-    message = create.add_mutually_exclusive_group(required=True)
+    message = create.add_mutually_exclusive_group()
     message.add_argument("--text-file", action="append", metavar="[LANG=]FILE",
                          help="a UTF-8 text file; without LANG= it is the English text")
     message.add_argument("--template", metavar="NAME", help="a template kept as files")
@@ -62,6 +62,9 @@ def add_arguments(commands: Any) -> None:
 def run(args: argparse.Namespace, config: Settings, pool: Any) -> int:
     command = args.broadcast_command
     if command == "create":
+        if not args.text_file and not args.template:
+            raise BadBroadcastInput("broadcast create: give the message, --text-file FILE "
+                                    "(English) or --template NAME")
         texts = read_texts(args.text_file) if args.text_file else None
         with pool.connection() as conn, transaction(conn):
             created = broadcasts.create(conn, now=clock.now(), texts=texts, template=args.template)
