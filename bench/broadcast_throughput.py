@@ -16,6 +16,7 @@ delivered). The anchor is the one-thread run of the same script. Goal: >= 6x.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access line per request
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/3")
     with tempfile.TemporaryDirectory(prefix="lapse-bench-broadcast-") as tmp:
         started = time.perf_counter()
