@@ -15,6 +15,8 @@ SQL = "domain/sql/broadcasts.sql"
 MIGRATION = "domain/sql/migrations/0011_broadcasts.sql"
 DOMAIN = "domain/broadcasts.py"
 T = "tests/domain/test_broadcasts.py::"
+FLOW = "lapse/flows/broadcasts.py"
+TA = "tests/actors/test_broadcasts.py::"
 M = [
     ("the walk locks the broadcast row", [
         (SQL, "select * from broadcasts where id = %(id)s for update",
@@ -50,6 +52,10 @@ M = [
     ("the backlog holds the walk", [
         (DOMAIN, "    if outstanding >= backlog:\n", "    if False:\n")],
      T + "test_the_backlog_holds_the_walk_until_outcomes_arrive"),
+    ("the walk stops at its time budget", [
+        (FLOW, 'if step.outcome == "queued" and time.monotonic() < deadline:',
+         'if step.outcome == "queued":')],
+     TA + "test_a_spent_budget_sends_the_next_step_at_once"),
 ]
 
 
