@@ -96,7 +96,7 @@ def cancel(conn: Connection[Any], broadcast_id: int, *, now: datetime) -> int:
     if row["status"] in ("cancelled", "done"):
         raise BroadcastRefused(broadcast_id, row["status"], "cancel")
     conn.execute(SQL["cancel"], {"id": broadcast_id, "now": now})
-    return conn.execute(SQL["skip_unclaimed"], {"id": broadcast_id}).rowcount
+    return conn.execute(SQL["skip_unclaimed"], {"id": broadcast_id, "now": now}).rowcount
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,8 @@ def queue_next_batch(conn: Connection[Any], broadcast_id: int, *, now: datetime,
         return Step("backlog", outstanding=outstanding)
     limit = max(1, min(batch_size, backlog - outstanding))
     page: Any = conn.execute(SQL["queue_batch"], {"id": broadcast_id, "after": row["cursor_user_id"],
-                                                  "limit": limit, "now": now}).fetchone()
+                                                  "limit": limit, "now": now,
+                                                  "template": row["template"]}).fetchone()
     ids: list[int] = list(page["notification_ids"])
     conn.execute(SQL["advance"], {"id": broadcast_id, "queued": len(ids), "now": now,
                                   "cursor": page["last_user_id"] or row["cursor_user_id"],
@@ -191,3 +192,21 @@ def message_text(conn: Connection[Any], broadcast_id: int, language: str) -> tup
     if row["template"] is not None:
         return row["template"], ""
     return None, row["texts"].get(language) or row["texts"]["en"]
+
+
+def notice_values(conn: Connection[Any], payload: dict[str, Any], language: str) -> dict[str, str]:
+    """What a broadcast notice renders with (``{text}`` of the ``broadcast`` template): the
+    text in the user's language, English as fallback; nothing for a template broadcast."""
+    template, text = message_text(conn, int(payload["broadcast_id"]), language)
+    return {} if template is not None else {"text": text}
+
+
+def stale_reason(conn: Connection[Any], user_id: int, payload: dict[str, Any]) -> str | None:
+    """The send-time re-check: why this broadcast notice no longer applies (None: send it)."""
+    row: Any = conn.execute(SQL["still_applies"], {"id": int(payload["broadcast_id"]),
+                                                   "user_id": user_id}).fetchone()
+    if row is None or row["status"] == "cancelled":
+        return "the broadcast was cancelled"
+    if row["has_current"]:
+        return "the user has a current subscription now (not in the audience any more)"
+    return None

@@ -14,9 +14,10 @@ from lapse.platform.errors import (
     UnknownSweep,
 )
 
-__all__ = ["ActivationBusy", "BroadcastRefused", "InvalidBroadcast", "InvalidArguments", "InvalidPanel", "LapseError", "NoPanelHoldsKey",
-           "PermanentError", "RetryableError", "UnknownPanel", "UnknownSubscription",
-           "UnknownBroadcast", "UnknownSweep", "UnknownUser"]
+__all__ = ["ActivationBusy", "BroadcastRefused", "InvalidArguments", "InvalidBroadcast",
+           "InvalidPanel", "LapseError", "NoPanelHoldsKey", "PermanentError", "RetryableError",
+           "UnknownBroadcast", "UnknownNotification", "UnknownPanel", "UnknownSubscription",
+           "UnknownSweep", "UnknownUser"]
 
 
 class UnknownUser(PermanentError):
@@ -85,3 +86,11 @@ class BroadcastRefused(PermanentError):
     def __init__(self, broadcast_id: int, status: str, action: str) -> None:
         super().__init__(f"broadcast {broadcast_id} is {status}: cannot {action} it")
         self.broadcast_id, self.status = broadcast_id, status
+
+
+class UnknownNotification(PermanentError):
+    """A notification id with no row in ``notifications``; nothing was sent."""
+
+    def __init__(self, notification_id: int) -> None:
+        super().__init__(f"no notification with id {notification_id}")
+        self.notification_id = notification_id

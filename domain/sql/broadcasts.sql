@@ -19,17 +19,19 @@ update broadcasts set status = 'cancelled', cancelled_at = %(now)s where id = %(
 -- name: skip_unclaimed
 -- Cancel stops every send not yet claimed; a claimed row finishes (its send may be under way).
 update notifications
-set status = 'skipped', last_error = 'broadcast cancelled'
+set status = 'skipped', last_error = 'broadcast cancelled', finished_at = %(now)s
 where broadcast_id = %(id)s and status = 'pending'
 
 -- name: queue_batch
 -- The next users of the audience after the cursor, by keyset on users.id (never OFFSET):
--- no current subscription, a Telegram chat, not marked unreachable. One row each.
+-- no current subscription, a Telegram chat, not marked unreachable. One row each; the
+-- payload names the broadcast (its text is read when the notice is sent) or its template.
 with audience as (
     select u.id
     from users u
     where u.id > %(after)s
       and u.telegram_id is not null
+      and u.unreachable_at is null
       and not exists (
           select 1 from subscriptions s
           where s.user_id = u.id and s.status in ('pending', 'active', 'grace', 'cancelled'))
@@ -38,7 +40,8 @@ with audience as (
 ), queued as (
     insert into notifications (user_id, kind, idempotency_key, created_at, payload, broadcast_id)
     select a.id, 'broadcast', 'broadcast:' || %(id)s::bigint || ':user:' || a.id, %(now)s,
-           jsonb_build_object('broadcast_id', %(id)s::bigint), %(id)s
+           jsonb_strip_nulls(jsonb_build_object('broadcast_id', %(id)s::bigint,
+                                                'template', %(template)s::text)), %(id)s
     from audience a
     order by a.id
     on conflict do nothing
@@ -71,6 +74,7 @@ select count(*) as n
 from users u
 where u.id > %(after)s
   and u.telegram_id is not null
+  and u.unreachable_at is null
   and not exists (
       select 1 from subscriptions s
       where s.user_id = u.id and s.status in ('pending', 'active', 'grace', 'cancelled'))
@@ -78,3 +82,11 @@ where u.id > %(after)s
 -- name: list
 select id, status, template, created_at, started_at, finished_at, queued
 from broadcasts order by id desc limit %(limit)s
+
+-- name: still_applies
+-- The send-time re-check of one broadcast notice: the broadcast and the user, fresh.
+select b.status,
+       exists (select 1 from subscriptions s
+               where s.user_id = %(user_id)s
+                 and s.status in ('pending', 'active', 'grace', 'cancelled')) as has_current
+from broadcasts b where b.id = %(id)s

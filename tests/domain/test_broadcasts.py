@@ -55,7 +55,10 @@ def population(pool: Any) -> dict[str, list[int]]:
             factories.subscription(conn, paying[-1], status=status, started_at=NOW - timedelta(days=1),
                                    expires_at=NOW + timedelta(days=29))
         no_chat = factories.user(conn)
-        return {"audience": sorted([*free, ended]), "outside": [*paying, no_chat]}
+        blocked = factories.user(conn, telegram_id=4000)
+        conn.execute("update users set unreachable_at = %s, unreachable_reason = 'blocked' "
+                     "where id = %s", (NOW - timedelta(days=2), blocked))
+        return {"audience": sorted([*free, ended]), "outside": [*paying, no_chat, blocked]}
     return factories.given(pool, build)
 
 
@@ -190,13 +193,13 @@ def test_cancel_skips_unclaimed_rows_leaves_claimed_ones_and_stops_the_walk(pool
     broadcast_id = started(pool)
     step(pool, broadcast_id, batch_size=4)
     with pool.connection() as conn:
-        claimed = conn.execute("update notifications set status = 'claimed', claimed_at = %s "
+        claimed = conn.execute("update notifications set status = 'sending', claimed_at = %s "
                                "where id = (select min(id) from notifications where "
                                "broadcast_id = %s) returning id", (NOW, broadcast_id)).fetchone()
         conn.commit()
     assert in_tx(pool, lambda c: broadcasts.cancel(c, broadcast_id, now=NOW)) == 3
     statuses = {r["id"]: r["status"] for r in rows(pool, broadcast_id)}
-    assert statuses.pop(claimed["id"]) == "claimed"
+    assert statuses.pop(claimed["id"]) == "sending"
     assert set(statuses.values()) == {"skipped"}
     assert step(pool, broadcast_id).outcome == "cancelled"
     assert len(rows(pool, broadcast_id)) == 4
@@ -230,6 +233,30 @@ def test_progress_counts_the_audience_not_yet_walked(pool, sent):
 
 def test_the_text_follows_the_language_with_english_as_fallback(pool):
     broadcast_id = created(pool, texts={"en": "Hello", "ru": "Привет"})
+    payload = {"broadcast_id": broadcast_id}
     with pool.connection() as conn:
-        assert broadcasts.message_text(conn, broadcast_id, "ru") == (None, "Привет")
-        assert broadcasts.message_text(conn, broadcast_id, "de") == (None, "Hello")
+        assert broadcasts.notice_values(conn, payload, "ru") == {"text": "Привет"}
+        assert broadcasts.notice_values(conn, payload, "de") == {"text": "Hello"}
+
+
+def test_a_template_broadcast_names_its_template_in_each_payload(pool, sent):
+    population(pool)
+    broadcast_id = started(pool, template="broadcast_winback")
+    step(pool, broadcast_id)
+    payloads = [r["payload"] for r in rows(pool, broadcast_id)]
+    assert payloads == [{"broadcast_id": broadcast_id, "template": "broadcast_winback"}] * 3
+    with pool.connection() as conn:
+        assert broadcasts.notice_values(conn, payloads[0], "ru") == {}
+
+
+def test_the_send_time_recheck_skips_a_user_who_subscribed_or_a_cancelled_broadcast(pool, sent):
+    people = population(pool)
+    broadcast_id = started(pool)
+    payload = {"broadcast_id": broadcast_id}
+    free, paying = people["audience"][0], people["outside"][0]
+    with pool.connection() as conn:
+        assert broadcasts.stale_reason(conn, free, payload) is None
+        assert "current subscription now" in broadcasts.stale_reason(conn, paying, payload)
+    in_tx(pool, lambda c: broadcasts.cancel(c, broadcast_id, now=NOW))
+    with pool.connection() as conn:
+        assert broadcasts.stale_reason(conn, free, payload) == "the broadcast was cancelled"

@@ -34,11 +34,18 @@ M = [
               "'cancelled'))\n    order by u.id",
          "    order by u.id")],
      T + "test_the_walk_queues_each_audience_user_once_page_by_page"),
+    ("the audience leaves out users marked unreachable", [
+        (SQL, "      and u.telegram_id is not null\n      and u.unreachable_at is null\n"
+              "      and not exists", "      and u.telegram_id is not null\n      and not exists")],
+     T + "test_the_walk_queues_each_audience_user_once_page_by_page"),
+    ("the send-time re-check skips a user who subscribed meanwhile", [
+        (DOMAIN, '    if row["has_current"]:\n', '    if False:\n')],
+     T + "test_the_send_time_recheck_skips_a_user_who_subscribed_or_a_cancelled_broadcast"),
     ("the audience leaves out users without a Telegram chat", [
-        (SQL, "    where u.id > %(after)s\n      and u.telegram_id is not null\n      and not exists"
+        (SQL, "    where u.id > %(after)s\n      and u.telegram_id is not null\n      and u.unreachable_at is null\n      and not exists"
               " (\n          select 1 from subscriptions s\n          where s.user_id = u.id and "
               "s.status in ('pending', 'active', 'grace', 'cancelled'))\n    order by u.id",
-         "    where u.id > %(after)s\n      and not exists"
+         "    where u.id > %(after)s\n      and u.unreachable_at is null\n      and not exists"
          " (\n          select 1 from subscriptions s\n          where s.user_id = u.id and "
          "s.status in ('pending', 'active', 'grace', 'cancelled'))\n    order by u.id")],
      T + "test_the_walk_queues_each_audience_user_once_page_by_page"),
