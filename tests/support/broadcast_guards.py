@@ -41,6 +41,9 @@ M = [
     ("the send-time re-check skips a user who subscribed meanwhile", [
         (DOMAIN, '    if row["has_current"]:\n', '    if False:\n')],
      T + "test_the_send_time_recheck_skips_a_user_who_subscribed_or_a_cancelled_broadcast"),
+    ("the send-time re-check skips a cancelled broadcast (backs up cancel's skip)", [
+        (DOMAIN, 'if row is None or row["status"] == "cancelled":', 'if row is None:')],
+     T + "test_the_send_time_recheck_skips_a_user_who_subscribed_or_a_cancelled_broadcast"),
     ("the audience leaves out users without a Telegram chat", [
         (SQL, "    where u.id > %(after)s\n      and u.telegram_id is not null\n      and u.unreachable_at is null\n      and not exists"
               " (\n          select 1 from subscriptions s\n          where s.user_id = u.id and "

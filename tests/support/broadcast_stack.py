@@ -70,11 +70,13 @@ class BroadcastStack:
                        "select id, 'paid', 'active', 'month', now(), now() + interval '30 days', "
                        "gen_random_uuid(), true from users where id %% %s = 0", subscribed_every)
 
-    def start_worker(self, threads: int = 8, name: str = "worker") -> subprocess.Popen[bytes]:
+    def start_worker(self, threads: int = 8, name: str = "worker",
+                     processes: int = 1) -> subprocess.Popen[bytes]:
         bin_dir = Path(sys.executable).parent
         log = open(self.logs / f"{name}-{len(self.workers)}.log", "wb")  # noqa: SIM115
         worker = subprocess.Popen(
-            [str(bin_dir / "dramatiq"), "actors", "--processes", "1", "--threads", str(threads),
+            [str(bin_dir / "dramatiq"), "actors", "--processes", str(processes),
+             "--threads", str(threads),
              "--queues", "notifications"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.workers.append(worker)
