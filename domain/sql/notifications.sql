@@ -23,9 +23,10 @@ for update of n skip locked
 select status from notifications where id = %(id)s
 
 -- name: claim
+-- The row is locked (lock_for_claim) and was read `pending` by this transaction.
 update notifications
 set status = 'sending', claimed_at = %(now)s, attempts = attempts + 1, next_attempt_at = null
-where id = %(id)s and status = 'pending'
+where id = %(id)s
 returning attempts
 
 -- name: finish
