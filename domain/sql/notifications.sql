@@ -120,6 +120,10 @@ set status = 'pending', next_attempt_at = %(now)s,
     last_error = 'claim of attempt ' || attempts || ' ended with no outcome; sent again'
 where id = %(id)s
 
+-- name: close_claim
+update notifications set status = %(status)s, finished_at = %(now)s, last_error = %(error)s
+where id = %(id)s and status = 'sending'
+
 -- name: give_up_unknown
 update notifications
 set status = 'unknown', finished_at = %(now)s,
