@@ -181,6 +181,12 @@ def clear_unreachable(conn: Connection[Any], user_id: int, *, now: datetime) -> 
     return conn.execute(SQL["clear_unreachable"], {"user_id": user_id}).fetchone() is not None
 
 
+def _close_claim(conn: Connection[Any], notification_id: int, status: str, error: str, *,
+                 now: datetime) -> None:
+    conn.execute(SQL["close_claim"], {"id": notification_id, "status": status, "error": error,
+                                      "now": now})
+
+
 def _decide(conn: Connection[Any], notification_id: int, status: str, reason: str, *,
             now: datetime) -> None:
     conn.execute(SQL["decide_unclaimed"], {"id": notification_id, "status": status,
@@ -288,6 +294,10 @@ def settle_stale_claim(conn: Connection[Any], notification_id: int, *, now: date
                                                       "claimed_before": claimed_before}).fetchone()
     if row is None:
         return None
+    if delivery(row["kind"]) == "at_least_once" and row["attempts"] >= MAX_ATTEMPTS:
+        _close_claim(conn, notification_id, "failed", f"gave up after {row['attempts']} claims "
+                     "ended with no outcome", now=now)
+        return "failed"
     if delivery(row["kind"]) == "at_least_once":
         conn.execute(SQL["reopen"], {"id": notification_id, "now": now})
         send_after_commit(conn, "send_notification", notification_id)

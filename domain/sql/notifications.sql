@@ -23,9 +23,10 @@ for update of n skip locked
 select status from notifications where id = %(id)s
 
 -- name: claim
+-- The row is locked (lock_for_claim) and was read `pending` by this transaction.
 update notifications
 set status = 'sending', claimed_at = %(now)s, attempts = attempts + 1, next_attempt_at = null
-where id = %(id)s and status = 'pending'
+where id = %(id)s
 returning attempts
 
 -- name: finish
@@ -118,6 +119,10 @@ update notifications
 set status = 'pending', next_attempt_at = %(now)s,
     last_error = 'claim of attempt ' || attempts || ' ended with no outcome; sent again'
 where id = %(id)s
+
+-- name: close_claim
+update notifications set status = %(status)s, finished_at = %(now)s, last_error = %(error)s
+where id = %(id)s and status = 'sending'
 
 -- name: give_up_unknown
 update notifications

@@ -106,7 +106,7 @@ def _count(kind: str, outcome: str) -> str:
 def sweep_outbox(pool: ConnectionPool, context: SweepContext) -> dict[str, int]:
     """N1, every minute: settle claims older than twice the HTTP timeout with no outcome (a
     receipt is sent again, any other notice becomes ``unknown``), then send overdue rows again."""
-    counts = {"stale_claims": 0, "resent": 0, "unknown": 0, "overdue": 0}
+    counts = {"stale_claims": 0, "resent": 0, "unknown": 0, "failed": 0, "overdue": 0}
     claimed_before = context.now - 2 * timedelta(seconds=settings().telegram_timeout)
     phase = (context.cursor or {}).get("phase", "stale")
     after = int((context.cursor or {}).get("after", 0))

@@ -61,7 +61,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_TELEGRAM_TIMEOUT_SECONDS", "10", "Connect and read timeout of one `sendMessage`; a read timeout leaves delivery unknown."),
     Variable("LAPSE_TELEGRAM_RATE_PER_SECOND", "30", "Messages per second to Telegram in all, shared by every worker thread and process (a decimal number)."),
     Variable("LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND", "1", "Messages per second to one chat, shared likewise (a decimal number; `0.5` is one every 2 s)."),
-    Variable("LAPSE_TELEGRAM_BURST", "1", "Sends above the overall rate a sender may make to use slots it came back late for; any 1-second window holds at most rate + burst − 1."),
+    Variable("LAPSE_TELEGRAM_BURST", "2", "Sends above the overall rate a sender may make to use slots it came back late for; any 1-second window holds at most rate + burst − 1."),
     Variable("LAPSE_TRIAL_NOTICE_HOURS", "6,1", "Hours before a trial ends at which `sweep_trial_notifications` writes a trial-ending notice (comma-separated, A4)."),
     Variable("LAPSE_REMINDER_DAYS", "3,1", "Days before a paid subscription that will not renew by itself ends at which `sweep_reminders` writes a reminder (comma-separated, A6)."),
     Variable("LAPSE_ALLOW_CLOCK_OVERRIDE", "0", "`1` lets state-changing commands take `--now` (tests, demos)."),
@@ -139,7 +139,7 @@ class Settings:
     telegram_timeout: float = 10.0
     telegram_rate: float = 30.0
     telegram_chat_rate: float = 1.0
-    telegram_burst: int = 1
+    telegram_burst: int = 2
     trial_notice_offsets: tuple[timedelta, ...] = (timedelta(hours=6), timedelta(hours=1))
     reminder_offsets: tuple[timedelta, ...] = (timedelta(days=3), timedelta(days=1))
 

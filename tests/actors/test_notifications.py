@@ -99,7 +99,8 @@ def test_a_user_who_pays_one_second_before_the_6h_notice_is_sent_gets_no_notice(
     assert deliver(pool, waiting_notice) == "sent"
     assert [r.chat_id for r in bot.delivered()] == [6002]
     assert notice_rows(pool, paying)[0]["last_error"] == "the user has paid"
-    assert run_sweep(pool, "trial_notifications", start)["written"] == 0  # one per (trial, kind)
+    later = start + timedelta(minutes=5)  # the next tick: one notice per (trial, offset)
+    assert run_sweep(pool, "trial_notifications", later)["written"] == 0
 
 
 def test_a_reminder_for_a_subscription_that_renewed_meanwhile_is_skipped(pool, sent, bot):

@@ -200,3 +200,15 @@ def test_reminders_only_for_subscriptions_that_will_not_renew_by_themselves(pool
             "select payload from notifications where kind = 'reminder' order by id")]
     assert reminded == [off, poor, cancelled]
     assert will_renew not in reminded and far not in reminded
+
+
+def test_a_receipt_whose_claims_keep_dying_fails_after_max_attempts(pool, sent):
+    user = reachable_user(pool)
+    receipt = queue(pool, user)
+    for _ in range(notifications.MAX_ATTEMPTS):  # every sender dies after its claim
+        claim(pool, receipt)
+        outcome = settle(pool, receipt, T + HOUR)
+    assert outcome == "failed"
+    [row] = notice_rows(pool, user)
+    assert (row["status"], row["last_error"]) == (
+        "failed", "gave up after 10 claims ended with no outcome")
