@@ -101,7 +101,7 @@ def cancel(conn: Connection[Any], broadcast_id: int, *, now: datetime) -> int:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the walk: ``queued`` rows, or why none (backlog, walked, done, cancelled, draft)."""
+    """One step of the walk: ``queued`` rows, or why none (backlog, walked, done, cancelled)."""
 
     outcome: str
     queued: int = 0
@@ -123,9 +123,9 @@ def queue_next_batch(conn: Connection[Any], broadcast_id: int, *, now: datetime,
     if outstanding >= backlog:
         return Step("backlog", outstanding=outstanding)
     limit = max(1, min(batch_size, backlog - outstanding))
-    page: Any = conn.execute(SQL["queue_batch"], {"id": broadcast_id, "after": row["cursor_user_id"],
-                                                  "limit": limit, "now": now,
-                                                  "template": row["template"]}).fetchone()
+    page: Any = conn.execute(SQL["queue_batch"], {
+        "id": broadcast_id, "after": row["cursor_user_id"], "limit": limit, "now": now,
+        "template": row["template"]}).fetchone()
     ids: list[int] = list(page["notification_ids"])
     conn.execute(SQL["advance"], {"id": broadcast_id, "queued": len(ids), "now": now,
                                   "cursor": page["last_user_id"] or row["cursor_user_id"],

@@ -46,7 +46,8 @@ def add_arguments(commands: Any) -> None:
     create = broadcast.add_parser(
         "create", help="store a draft broadcast (nothing is sent until `start`)",
         description="The message: --text-file FILE (English, the fallback) plus --text-file "
-                    "LANG=FILE per translation, or --template NAME (domain/templates/<lang>/NAME.txt).")
+                    "LANG=FILE per translation, or --template NAME "
+                    "(domain/templates/<lang>/NAME.txt).")
     message = create.add_mutually_exclusive_group()
     message.add_argument("--text-file", action="append", metavar="[LANG=]FILE",
                          help="a UTF-8 text file; without LANG= it is the English text")
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace, config: Settings, pool: Any) -> int:
         texts = read_texts(args.text_file) if args.text_file else None
         with pool.connection() as conn, transaction(conn):
             created = broadcasts.create(conn, now=clock.now(), texts=texts, template=args.template)
-        what = f"template {args.template}" if args.template else "texts " + ", ".join(sorted(texts or {}))
+        what = (f"template {args.template}" if args.template
+                else "texts " + ", ".join(sorted(texts or {})))
         print(f"created broadcast {created} (draft, {what}); send it with "
               f"`lapse broadcast start {created}`")
         return EXIT_OK
@@ -114,7 +116,8 @@ def as_dict(found: broadcasts.Progress) -> dict[str, Any]:
 
 def describe(found: broadcasts.Progress) -> str:
     shown = as_dict(found)
-    message = f"template {found.template}" if found.template else "texts " + ", ".join(found.languages)
+    message = (f"template {found.template}" if found.template
+               else "texts " + ", ".join(found.languages))
     lines = [f"broadcast {found.id}: {found.status} ({message})",
              f"  created {found.created_at.isoformat()}"
              + (f", started {found.started_at.isoformat()}" if found.started_at else "")

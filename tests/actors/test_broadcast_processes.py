@@ -143,8 +143,9 @@ def test_a_broadcast_to_20000_users_killed_halfway_reaches_each_once(stack, tmp_
     assert rss_half - rss_early < 64
 
 
-def test_cancel_stops_the_walk_and_every_unclaimed_send(stack, tmp_path):
-    stack.rate = 100.0  # slow enough to cancel in the middle
+@pytest.mark.parametrize("broker", ["redis", "postgres"])
+def test_cancel_stops_the_walk_and_every_unclaimed_send(stack, tmp_path, broker):
+    stack.rate, stack.broker = 100.0, broker  # slow enough to cancel in the middle
     stack.seed_users(3000)
     stack.start_worker(threads=4)
     broadcast_id = created_and_started(stack, tmp_path)

@@ -36,13 +36,15 @@ class BroadcastStack:
     logs: Path
     fake: FakeTelegram
     rate: float = 1000.0
+    broker: str = "redis"
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-        env.update({"DATABASE_URL": self.url, "LAPSE_BROKER": "redis", "REDIS_URL": self.redis_url,
+        env.update({"DATABASE_URL": self.url, "LAPSE_BROKER": self.broker,
+                    "REDIS_URL": self.redis_url,
                     "LAPSE_REDIS_NAMESPACE": self.namespace, "TZ": "UTC",
                     "PYTHONPATH": str(ROOT), "LAPSE_LOG_LEVEL": "WARNING",
                     "LAPSE_TELEGRAM_URL": self.fake.url, "LAPSE_TELEGRAM_TOKEN": TOKEN,
