@@ -165,6 +165,8 @@ class Progress:
 
     @property
     def done_fraction(self) -> float:
+        if self.status == "draft":
+            return 0.0
         total = self.queued + (0 if self.status == "cancelled" else self.not_yet_queued)
         return 1.0 if total == 0 else 1 - self.remaining / total
 

@@ -125,6 +125,16 @@ def describe(found: broadcasts.Progress) -> str:
              + (f", finished {found.finished_at.isoformat()}" if found.finished_at else ""),
              f"  sent {shown['sent']}  failed {shown['failed']}  skipped {shown['skipped']}  "
              f"unknown {shown['unknown']}  remaining {shown['remaining']}",
-             f"  progress {found.done_fraction:.1%} ({found.queued} queued"
-             + (", audience fully walked)" if found.walked else ", audience still being walked)")]
+             f"  progress {found.done_fraction:.1%} ({found.queued} queued, "
+             + _walk_state(found) + ")"]
     return "\n".join(lines)
+
+
+def _walk_state(found: broadcasts.Progress) -> str:
+    if found.walked:
+        return "audience fully walked"
+    if found.status == "draft":
+        return f"not started; {found.not_yet_queued} users in the audience now"
+    if found.status == "cancelled":
+        return "walk stopped by the cancel"
+    return f"audience still being walked, {found.not_yet_queued} users to go"
