@@ -10,6 +10,7 @@ the broadcast twice; chats that blocked the bot are counted, never retried.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -170,3 +171,7 @@ def test_cancel_stops_the_walk_and_every_unclaimed_send(stack, tmp_path, broker)
     assert final["skipped"] > 0 and final["remaining"] == 0
     assert final["sent"] == len(stack.fake.delivered())
     assert rows_at_end == rows_at_cancel  # the walk stopped: no row was added after the cancel
+    # the shared limiter held the sends to 100/s: no 1-second window of the fake's receive
+    # times holds more than the rate plus the burst (2) and the sender threads in flight
+    times = sorted(r.at for r in stack.fake.received)
+    assert max(bisect.bisect_right(times, t + 1.0) - i for i, t in enumerate(times)) <= 100 + 2 + 4
