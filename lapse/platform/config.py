@@ -81,6 +81,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_RENEWAL_WINDOW_HOURS", "12", "Auto-renewal charges a subscription this many hours before it ends."),
     Variable("LAPSE_REFERRAL_REWARD", "100", "Credit (minor units) to a referrer on the referred user's first paid plan."),
     Variable("LAPSE_S3_ACCOUNT_ID", None, "AWS account id that owns S3 Batch Operations jobs (required with the role)."),
+    Variable("LAPSE_WEB_TOKEN", None, "Token (16+ characters) the web console asks for before a bulk requeue or purge (form field or `Authorization: Bearer`). Unset: the console is read-only.", secret=True),
 )
 
 _BROKERS = ("redis", "postgres", "stub")
@@ -134,6 +135,7 @@ class Settings:
     telegram_rate: float = 30.0
     telegram_chat_rate: float = 1.0
     telegram_burst: int = 1
+    web_token: str | None = field(default=None, repr=False)
 
     @property
     def embedded(self) -> bool:
@@ -183,6 +185,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         telegram_chat_rate=_positive_number(raw("LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND"),
                                             "LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND"),
         telegram_burst=_positive_int(raw("LAPSE_TELEGRAM_BURST"), "LAPSE_TELEGRAM_BURST"),
+        web_token=_web_token(raw("LAPSE_WEB_TOKEN")),
         allow_clock_override=_flag(raw("LAPSE_ALLOW_CLOCK_OVERRIDE"), "LAPSE_ALLOW_CLOCK_OVERRIDE"),
         billing_grace=timedelta(
             hours=_positive_int(raw("LAPSE_BILLING_GRACE_HOURS"), "LAPSE_BILLING_GRACE_HOURS")
@@ -274,6 +277,13 @@ def _bot_token(value: str | None) -> str | None:
     if value is not None and not _BOT_TOKEN.match(value):
         raise ConfigError("LAPSE_TELEGRAM_TOKEN",
                           "is not a bot token (digits, a colon, then letters, digits, - or _)")
+    return value
+
+
+def _web_token(value: str | None) -> str | None:
+    # The message never repeats the value: it is a secret.
+    if value is not None and len(value) < 16:
+        raise ConfigError("LAPSE_WEB_TOKEN", "is too short (16 characters at least)")
     return value
 
 
