@@ -155,6 +155,16 @@ def _parser() -> argparse.ArgumentParser:
 
     panels.add_arguments(commands)
 
+    status = commands.add_parser(
+        "status", help="does anything need me? one screen; exit 1 when something does",
+        description="Overdue or failing sweeps, dead letters new since --since, queue depth and "
+                    "oldest message age, workers with a stale heartbeat, leaks and unapplied "
+                    "tagging batches, open circuit breakers, broadcasts in progress. Read-only.")
+    status.add_argument("--since", type=_time, help="dead letters after this time are new "
+                        "(default: 24 hours before --now)")
+    status.add_argument("--now", type=_time, help="evaluate as of this time (read-only)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
     web = commands.add_parser(
         "web", help="the web console (SPEC §7): read-only unless LAPSE_WEB_TOKEN is set",
         description="Overview, sweeps, dead letters (bulk requeue or purge by filter after a "
@@ -360,6 +370,17 @@ def cmd_panel(args: argparse.Namespace, config: Settings) -> int:
     return panels.run(args, config, _pool())
 
 
+def cmd_status(args: argparse.Namespace, config: Settings) -> int:
+    from lapse.operator import status
+
+    clock.override(args.now, changes_state=False, allowed=True)
+    now = clock.now()
+    since = args.since or now - timedelta(hours=24)
+    report = status.collect_status(_pool(), now=now, since=since, broker=_require_broker(config),
+                                   config=config)
+    print(report.to_json() if args.json else status.render(report))
+    return EXIT_FOUND if report.needs_attention else EXIT_OK
+
 def cmd_web(args: argparse.Namespace, config: Settings) -> int:
     from lapse.operator.web import serve
 
@@ -392,7 +413,7 @@ def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "db": cmd_db, "sweep": cmd_sweep, "audit": cmd_audit, "explain": cmd_explain,
     "dlq": cmd_dlq, "embedded": cmd_embedded, "demo": cmd_demo, "refund": cmd_refund,
-    "panel": cmd_panel, "web": cmd_web, "report": cmd_report,
+    "panel": cmd_panel, "status": cmd_status, "web": cmd_web, "report": cmd_report,
 }
 
 

@@ -80,6 +80,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_CRYPTO_INVOICE_TTL_MINUTES", "60", "A crypto invoice's expires_in at Crypto Pay; an invoice still active 5 minutes past its expiry is deleted there, then its purchase expires (a payment seen within 3 days after is still credited)."),
     Variable("LAPSE_RENEWAL_WINDOW_HOURS", "12", "Auto-renewal charges a subscription this many hours before it ends."),
     Variable("LAPSE_REFERRAL_REWARD", "100", "Credit (minor units) to a referrer on the referred user's first paid plan."),
+    Variable("LAPSE_HEARTBEAT_SECONDS", "15", "How often each worker process writes its row in `worker_heartbeats`."),
+    Variable("LAPSE_HEARTBEAT_STALE_SECONDS", "60", "`lapse status` reports a running worker whose last heartbeat is older than this."),
+    Variable("LAPSE_QUEUE_AGE_ALERT_SECONDS", "600", "`lapse status` reports a queue whose oldest ready message waited longer than this."),
+    Variable("LAPSE_METRICS_PORT", "9191", "Port of the Prometheus exposition server the `dramatiq` command forks (`0`: no metrics)."),
+    Variable("LAPSE_METRICS_HOST", "127.0.0.1", "Address the exposition server listens on (`0.0.0.0` in compose)."),
+    Variable("LAPSE_METRICS_DIR", None, "Multiprocess folder of the worker metrics (cleared when the `dramatiq` command starts). Unset: `<tmp>/lapse-prometheus`."),
     Variable("LAPSE_S3_ACCOUNT_ID", None, "AWS account id that owns S3 Batch Operations jobs (required with the role)."),
     Variable("LAPSE_WEB_TOKEN", None, "Token (16+ characters) the web console asks for before a bulk requeue or purge (form field or `Authorization: Bearer`). Unset: the console is read-only.", secret=True),
 )
@@ -135,6 +141,12 @@ class Settings:
     telegram_rate: float = 30.0
     telegram_chat_rate: float = 1.0
     telegram_burst: int = 1
+    heartbeat_seconds: int = 15
+    heartbeat_stale_seconds: int = 60
+    queue_age_alert_seconds: int = 600
+    metrics_port: int = 9191
+    metrics_host: str = "127.0.0.1"
+    metrics_dir: Path | None = None
     web_token: str | None = field(default=None, repr=False)
 
     @property
@@ -221,6 +233,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         panel_max_backoff_ms=_positive_int(raw("LAPSE_PANEL_MAX_BACKOFF_MS"),
                                            "LAPSE_PANEL_MAX_BACKOFF_MS"),
         trial_days=_positive_int(raw("LAPSE_TRIAL_DAYS"), "LAPSE_TRIAL_DAYS"),
+        heartbeat_seconds=_positive_int(raw("LAPSE_HEARTBEAT_SECONDS"), "LAPSE_HEARTBEAT_SECONDS"),
+        heartbeat_stale_seconds=_positive_int(raw("LAPSE_HEARTBEAT_STALE_SECONDS"),
+                                              "LAPSE_HEARTBEAT_STALE_SECONDS"),
+        queue_age_alert_seconds=_positive_int(raw("LAPSE_QUEUE_AGE_ALERT_SECONDS"),
+                                              "LAPSE_QUEUE_AGE_ALERT_SECONDS"),
+        metrics_port=_port(raw("LAPSE_METRICS_PORT"), "LAPSE_METRICS_PORT"),
+        metrics_host=raw("LAPSE_METRICS_HOST") or "127.0.0.1",
+        metrics_dir=Path(d).resolve() if (d := raw("LAPSE_METRICS_DIR")) else None,
     )
 
 
@@ -270,6 +290,16 @@ def _positive_int(value: str | None, name: str) -> int:
 
 
 _BOT_TOKEN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")
+
+
+def _port(value: str | None, name: str) -> int:
+    try:
+        number = int(value or "")
+    except ValueError:
+        raise ConfigError(name, f"must be a port number (0 to disable), got {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(name, f"must be a port number (0 to disable), got {value!r}")
+    return number
 
 
 def _bot_token(value: str | None) -> str | None:
