@@ -2,8 +2,9 @@
 
 The page is self-contained (inline CSS and SVG, no script, no URL to fetch),
 so it can be mailed or archived; the demo writes one at its end. Verdicts:
-SPEC §8's invariants, leaks past their alert age (R8), dead letters, sweeps
-overdue or failing.
+SPEC §8's invariants, leaks past their alert age (R8), dead letters new
+since the report's start, and each area ``lapse status`` watches (sweeps
+overdue or failing, queues, worker heartbeats, circuit breakers).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.audits import leak_report
 from domain.invariants import check_invariants
+from lapse.operator import status
 from lapse.operator.web import app, bulk, charts, pages
 from lapse.platform.config import Settings, settings
 
@@ -29,8 +31,13 @@ class Verdict:
     detail: str
 
 
-def verdicts(conn: Connection[Any], *, since: datetime, now: datetime,
-             config: Settings) -> list[Verdict]:
+STATUS_AREAS = (("sweeps on time", "sweep_overdue"), ("sweeps succeeding", "sweep_failing"),
+                ("queues consumed in time", "queue_age"), ("workers alive", "worker_stale"),
+                ("circuit breakers closed", "breaker_open"))
+
+
+def verdicts(conn: Connection[Any], report: status.StatusReport, *, since: datetime,
+             now: datetime, config: Settings) -> list[Verdict]:
     """Each check the report answers, as ok or not with one line of detail."""
     found = [Verdict(f"invariant {r.name}", r.ok,
                      r.meaning + ("" if r.ok else f" ({r.violations} violations)"))
@@ -46,12 +53,10 @@ def verdicts(conn: Connection[Any], *, since: datetime, now: datetime,
     dead = pages.dead_letters(conn, bulk.DeadFilter(), now=now, limit=0, new_since=since)
     found.append(Verdict("no new dead letter", dead["new"] == 0,
                          f"{dead['new']} since {since.isoformat()}, {dead['open']} open in all"))
-    sweep_rows = [s for s in pages.sweeps(conn, now=now) if s["built"]]
-    late = [s["name"] for s in sweep_rows if s["overdue"]]
-    failed = [s["name"] for s in sweep_rows if s["last_status"] == "failed"]
-    found.append(Verdict("sweeps on time", not late, "overdue: " + (", ".join(late) or "none")))
-    found.append(Verdict("sweeps succeeding", not failed,
-                         "last run failed: " + (", ".join(failed) or "none")))
+    for name, kind in STATUS_AREAS:
+        texts = [f.text for f in report.findings
+                 if f.kind == kind and f.severity == status.ATTENTION]
+        found.append(Verdict(name, not texts, "; ".join(texts) or "nothing to report"))
     return found
 
 
@@ -66,11 +71,15 @@ def render_html_report(conn: Connection[Any], found: list[Verdict], *, since: da
 
 
 def write_html_report(pool: ConnectionPool, path: str | Path, *, since: datetime, now: datetime,
-                      config: Settings | None = None) -> list[Verdict]:
-    """Write the report to ``path``; return its verdicts (the demo prints them)."""
+                      config: Settings | None = None, broker: Any = None) -> list[Verdict]:
+    """Write the report to ``path``; return its verdicts (the demo prints them).
+
+    ``broker``: whose queues the status verdicts measure (default: the configured one).
+    """
     config = config or settings()
+    report = status.collect_status(pool, now=now, since=since, broker=broker, config=config)
     with pool.connection() as conn:
-        found = verdicts(conn, since=since, now=now, config=config)
+        found = verdicts(conn, report, since=since, now=now, config=config)
         html = render_html_report(conn, found, since=since, now=now, config=config)
     Path(path).write_text(html, encoding="utf-8")
     return found

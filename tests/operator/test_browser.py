@@ -76,7 +76,7 @@ def test_an_operator_walks_through_the_console(page, served, pool, world, tmp_pa
     page.goto(served + "/")
     assert page.locator("h1").inner_text() == "Does anything need me?"
     assert page.evaluate("typeof window.htmx") == "object"  # the vendored htmx loaded
-    assert "sweep purge failed last" in page.locator("#attention").inner_text()
+    assert "sweep_purge's last run failed" in page.locator("#attention").inner_text()
     screenshot("overview")
 
     page.locator("#pause").click()  # live refresh paused, remembered

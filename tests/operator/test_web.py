@@ -46,11 +46,13 @@ def test_htmx_and_the_console_script_are_served_from_the_package(client):
 
 def test_overview_says_what_needs_the_operator(client):
     data = client.get("/overview.json").json()
-    attention = " | ".join(data["attention"])
-    assert "sweep purge failed last: RuntimeError('s3 down')" in attention
-    assert "3 dead letter(s) in the last 24 hours" not in attention  # one is 3 days old
-    assert "2 dead letter(s) in the last 24 hours" in attention
+    attention = " | ".join(data["attention"])  # lapse status's findings
+    assert "sweep_purge's last run failed: RuntimeError('s3 down')" in attention
+    assert "2 new dead letter(s) since 2026-11-19T12:00:00+00:00" in attention  # one is older
+    assert "sweep_retention is overdue (never completed" in attention
+    assert data["needs_attention"] is True and data["status"]["dead_letters"]["open"] == 3
     assert data["dead_letters"]["open"] == 3
+    assert [g["error"] for g in data["dead_letters"]["groups"]] == ["PanelUnavailable", "ValueError"]
     page = client.get("/").text
     assert 'hx-trigger="every 5s [!lapsePaused()]"' in page and 'id="pause"' in page
 

@@ -30,7 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from lapse.operator import dlq
+from lapse.operator import dlq, status
 from lapse.operator.explain import UnknownUser
 from lapse.operator.web import bulk, charts, pages
 from lapse.platform.config import Settings
@@ -109,8 +109,11 @@ class Console:
     # pages ----------------------------------------------------------------
     async def overview(self, request: Request) -> Response:
         now = self.now()
+        # collect_status is handed the pool: it opens its own connection
+        report = status.collect_status(self.pool, now=now, since=now - pages.NEW_DEAD_LETTERS,
+                                       broker=self.broker(), config=self.config)
         with self.pool.connection() as conn:
-            data = pages.overview(conn, now=now, config=self.config)
+            data = pages.overview(conn, report, now=now)
             found = pages.chart_data(conn, since=charts.default_since(now, 14), now=now,
                                      config=self.config)
         return self.render(request, "overview.html", data | {"charts": found})

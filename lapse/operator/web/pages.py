@@ -12,7 +12,7 @@ from typing import Any
 from psycopg import Connection
 
 from lapse.flows.sweeps import SWEEPS
-from lapse.operator import dlq
+from lapse.operator import dlq, status
 from lapse.operator.explain import explain
 from lapse.operator.web import bulk, charts, cron
 from lapse.platform.config import Settings
@@ -23,13 +23,16 @@ NEW_DEAD_LETTERS = timedelta(hours=24)
 
 
 def sweeps(conn: Connection[Any], *, now: datetime) -> list[dict[str, Any]]:
-    """Every sweep: cron in words, next run, last run's outcome and duration, last success, overdue."""
+    """Every sweep: cron in words, next run, last run's outcome and duration, last success, overdue.
+
+    Overdue as ``lapse status`` says it: no success within one cadence plus its slack.
+    """
     last = {r["sweep"]: r for r in conn.execute(SQL["sweep_last_runs"]).fetchall()}
     success = {r["sweep"]: r["last_success"] for r in conn.execute(SQL["sweep_last_success"])}
     rows = []
     for sweep in SWEEPS.values():
         run = last.get(sweep.name)
-        due = cron.next_run(sweep.cron, run["started_at"]) if run else None
+        succeeded = success.get(sweep.name)
         rows.append({
             "name": sweep.name, "actor": sweep.actor_name, "cron": sweep.cron,
             "cron_words": cron.in_words(sweep.cron), "next_run": cron.next_run(sweep.cron, now),
@@ -41,16 +44,10 @@ def sweeps(conn: Connection[Any], *, now: datetime) -> list[dict[str, Any]]:
             if run and run["duration"] is not None else None,
             "last_error": run["error"] if run else None,
             "last_counts": run["counts"] if run else None,
-            "last_success_at": success.get(sweep.name),
-            "overdue": due is None or now > due + _tolerance(sweep.cron, due),
+            "last_success_at": succeeded,
+            "overdue": succeeded is None or now - succeeded > status.allowed_lag(sweep.cron),
         })
     return rows
-
-
-def _tolerance(expression: str, due: datetime) -> timedelta:
-    # one more cadence (at most an hour: the daily sweeps are re-checked hourly) and 2 minutes
-    interval = cron.next_run(expression, due) - due
-    return min(interval, timedelta(hours=1)) + timedelta(minutes=2)
 
 
 def sweep_history(conn: Connection[Any], name: str, *, limit: int = 200) -> list[dict[str, Any]]:
@@ -100,16 +97,15 @@ def audit(conn: Connection[Any], *, limit: int = 100) -> list[dict[str, Any]]:
     return conn.execute(SQL["audit_list"], {"limit": limit}).fetchall()
 
 
-def overview(conn: Connection[Any], *, now: datetime, config: Settings) -> dict[str, Any]:
-    """Does anything need the operator: sweeps overdue or failing, dead letters, recent actions."""
-    sweep_rows = sweeps(conn, now=now)
+def overview(conn: Connection[Any], report: status.StatusReport, *,
+             now: datetime) -> dict[str, Any]:
+    """Does anything need the operator: ``lapse status``'s report (collected by the caller, on
+    its own connection), dead letters by error, sweeps, the console's recent actions."""
     dead = dead_letters(conn, bulk.DeadFilter(), now=now, limit=0)
-    attention = [f"sweep {s['name']} is overdue" for s in sweep_rows if s["built"] and s["overdue"]]
-    attention += [f"sweep {s['name']} failed last: {s['last_error']}" for s in sweep_rows
-                  if s["last_status"] == "failed"]
-    if dead["new"]:
-        attention.append(f"{dead['new']} dead letter(s) in the last 24 hours")
-    return {"now": now, "attention": attention, "sweeps": sweep_rows,
+    return {"now": now, "needs_attention": report.needs_attention,
+            "attention": [f.text for f in report.findings if f.severity == status.ATTENTION],
+            "info": [f.text for f in report.findings if f.severity != status.ATTENTION],
+            "status": report.to_dict(), "sweeps": sweeps(conn, now=now),
             "dead_letters": {"open": dead["open"], "new": dead["new"], "new_since": dead["new_since"],
                              "groups": dead["groups"][:10]},
             "audit": audit(conn, limit=5)}
