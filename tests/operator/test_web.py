@@ -252,3 +252,27 @@ def test_the_confirm_page_carries_the_count_and_the_highest_id(client, world):
     assert f'name="max_id" value="{world.dead_ids[1]}"' in page
     assert 'name="csrf" value="' in page and 'type="password" name="token"' in page
     assert client.get("/dead-letters/bulk?action=explode").status_code == 400
+
+
+def test_text_from_a_dead_letter_is_escaped(client, pool, world):
+    hostile = "ValueError('<script>alert(1)</script>')"
+    dead = given(pool, lambda conn: support.dead_letter(conn, user_id=None, exception=hostile))
+    for path in (f"/dead-letters/{dead}", "/dead-letters"):
+        page = client.get(path).text
+        assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page, path
+    assert "<script>alert(1)" not in client.get("/").text
+
+
+def test_on_loopback_only_loopback_host_names_are_answered(pool, world, stub_broker):
+    from starlette.testclient import TestClient
+
+    from lapse.operator.web.app import create_app
+    from lapse.operator.web.serve import allowed_hosts
+
+    assert allowed_hosts("0.0.0.0") is None
+    app = create_app(pool, support.config(), broker=lambda: stub_broker, now=lambda: support.NOW,
+                     allowed_hosts=allowed_hosts("127.0.0.1"))
+    with TestClient(app, base_url="http://127.0.0.1:8080") as local:
+        assert local.get("/sweeps.json").status_code == 200
+    with TestClient(app, base_url="http://rebound.example:8080") as rebound:
+        assert rebound.get("/sweeps.json").status_code == 400

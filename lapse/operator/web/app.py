@@ -25,6 +25,8 @@ import dramatiq
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -268,8 +270,10 @@ def _twin(path: str, endpoint: Callable[[Request], Awaitable[Response]],
 
 
 def create_app(pool: ConnectionPool, config: Settings, *,
-               broker: Callable[[], dramatiq.Broker], now: Callable[[], datetime]) -> Starlette:
-    """The console as an ASGI app; ``broker`` is called only when a requeue or purge needs it."""
+               broker: Callable[[], dramatiq.Broker], now: Callable[[], datetime],
+               allowed_hosts: list[str] | None = None) -> Starlette:
+    """The console as an ASGI app; ``broker`` is called when a page measures the queues or a
+    requeue or purge needs it. ``allowed_hosts``: the Host headers answered (None: any)."""
     console = Console(pool, config, broker, now)
     routes = [
         *_twin("/", console.overview),
@@ -285,4 +289,6 @@ def create_app(pool: ConnectionPool, config: Settings, *,
         *_twin("/audit", console.audit),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes)
+    middleware = [] if allowed_hosts is None else [
+        Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)]
+    return Starlette(routes=routes, middleware=middleware)

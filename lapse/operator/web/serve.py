@@ -20,11 +20,20 @@ logger = logging.getLogger(__name__)
 def serve(pool: ConnectionPool, config: Settings, *, host: str, port: int,
           broker: Callable[[], dramatiq.Broker]) -> None:
     """Run the console until interrupted."""
-    app = create_app(pool, config, broker=broker, now=clock.now)
+    app = create_app(pool, config, broker=broker, now=clock.now, allowed_hosts=allowed_hosts(host))
     mode = "bulk actions need the token" if config.web_token else "read-only (LAPSE_WEB_TOKEN unset)"
     logger.info("lapse web on http://%s:%s/ — %s", host, port, mode)
     uvicorn.run(app, host=host, port=port, log_level=config.log_level.lower(),
                 access_log=False, server_header=False)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def allowed_hosts(host: str) -> list[str] | None:
+    """On loopback, answer only loopback Host headers: a web page whose name was rebound to
+    127.0.0.1 cannot read the console through the operator's browser. Elsewhere, any (a proxy)."""
+    return list(LOOPBACK) if host in LOOPBACK else None
 
 
 def lazy(factory: Callable[[], Any]) -> Callable[[], Any]:
