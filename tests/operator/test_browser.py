@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import eventually
 from tests.operator import support
+from tests.support.factories import given
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -78,6 +79,12 @@ def test_an_operator_walks_through_the_console(page, served, pool, world, tmp_pa
     assert page.evaluate("typeof window.htmx") == "object"  # the vendored htmx loaded
     assert "sweep_purge's last run failed" in page.locator("#attention").inner_text()
     screenshot("overview")
+
+    # live refresh: a dead letter archived now shows up without a reload (htmx polls every 5 s)
+    given(pool, lambda conn: support.dead_letter(conn, user_id=None, exception="KeyError('x')"))
+    page.wait_for_function("document.querySelector('#live').innerText.includes('4 open')",
+                           timeout=30_000)
+    assert page.locator("#dead-groups").inner_text().count("KeyError") == 1
 
     page.locator("#pause").click()  # live refresh paused, remembered
     assert page.locator("#pause").inner_text() == "Resume live refresh"
