@@ -10,14 +10,13 @@ overdue or failing, queues, worker heartbeats, circuit breakers).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from domain.audits import leak_report
 from domain.invariants import check_invariants
 from lapse.operator import status
 from lapse.operator.web import app, bulk, charts, pages
@@ -43,13 +42,12 @@ def verdicts(conn: Connection[Any], report: status.StatusReport, *, since: datet
                      r.meaning + ("" if r.ok else f" ({r.violations} violations)"))
              for r in check_invariants(conn, now=now, billing_grace=config.billing_grace,
                                        alert_age=config.leak_alert_age)]
-    leaks = leak_report(conn, now=now, since=since, max_age=config.leak_alert_age,
-                        billing_grace=config.billing_grace)
+    leaks = report.leaks
     found.append(Verdict(
-        "no leak past its alert age", not leaks.too_old,
-        f"{leaks.leaked_recordings} leaked recording(s) of {len(leaks.leaked_users)} user(s), "
-        f"{len(leaks.unapplied_batches)} unapplied tagging batch(es); oldest "
-        f"{leaks.oldest_leak_age or 'none'} (alert age {config.leak_alert_age})"))
+        "no leak past its alert age", not leaks["past_alert_age"],
+        f"{leaks['leaked_recordings']} leaked recording(s) of {leaks['leaked_users']} user(s), "
+        f"{leaks['unapplied_batches']} unapplied tagging batch(es); oldest "
+        f"{_age(leaks['oldest_leak_age_seconds'])} (alert age {config.leak_alert_age})"))
     dead = pages.dead_letters(conn, bulk.DeadFilter(), now=now, limit=0, new_since=since)
     found.append(Verdict("no new dead letter", dead["new"] == 0,
                          f"{dead['new']} since {since.isoformat()}, {dead['open']} open in all"))
@@ -58,6 +56,10 @@ def verdicts(conn: Connection[Any], report: status.StatusReport, *, since: datet
                  if f.kind == kind and f.severity == status.ATTENTION]
         found.append(Verdict(name, not texts, "; ".join(texts) or "nothing to report"))
     return found
+
+
+def _age(seconds: float | None) -> str:
+    return "none" if seconds is None else str(timedelta(seconds=round(seconds)))
 
 
 def render_html_report(conn: Connection[Any], found: list[Verdict], *, since: datetime,

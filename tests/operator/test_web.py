@@ -54,7 +54,7 @@ def test_overview_says_what_needs_the_operator(client):
     assert data["dead_letters"]["open"] == 3
     assert [g["error"] for g in data["dead_letters"]["groups"]] == ["PanelUnavailable", "ValueError"]
     page = client.get("/").text
-    assert 'hx-trigger="every 5s [!lapsePaused()]"' in page and 'id="pause"' in page
+    assert 'hx-trigger="every 15s [!lapsePaused()]"' in page and 'id="pause"' in page
 
 
 def test_sweeps_page_says_the_cron_in_words_the_next_run_and_the_last_outcome(client):

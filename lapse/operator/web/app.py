@@ -91,12 +91,14 @@ class Console:
 
     # rendering ------------------------------------------------------------
     def render(self, request: Request, template: str, data: dict[str, Any], *,
-               status: int = 200, live: bool = True) -> Response:
+               status: int = 200, live: bool = True, refresh: int = 5) -> Response:
+        """The page as HTML (its ``#live`` part polled every ``refresh`` seconds), or its JSON twin."""
         if wants_json(request):
             return LapseJSON(data, status_code=status)
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
         html = self.env.get_template(template).render(
-            data=data, request=request, csrf=csrf, live=live, self_url=_self_url(request),
+            data=data, request=request, csrf=csrf, live=live, refresh=refresh,
+            self_url=_self_url(request),
             json_url=_json_url(request),
             writable=self.config.web_token is not None, now=self.now(), svg=charts.svg)
         response = HTMLResponse(html, status_code=status)
@@ -117,8 +119,8 @@ class Console:
         with self.pool.connection() as conn:
             data = pages.overview(conn, report, now=now)
             found = pages.chart_data(conn, since=charts.default_since(now, 14), now=now,
-                                     config=self.config)
-        return self.render(request, "overview.html", data | {"charts": found})
+                                     config=self.config, with_leaks=False)
+        return self.render(request, "overview.html", data | {"charts": found}, refresh=15)
 
     async def sweeps(self, request: Request) -> Response:
         with self.pool.connection() as conn:
@@ -232,7 +234,8 @@ class Console:
         with self.pool.connection() as conn:
             found = pages.chart_data(conn, since=charts.default_since(now, int(days)), now=now,
                                      config=self.config)
-        return self.render(request, "charts.html", {"days": int(days), "charts": found})
+        return self.render(request, "charts.html", {"days": int(days), "charts": found},
+                           refresh=30)
 
     async def audit(self, request: Request) -> Response:
         with self.pool.connection() as conn:

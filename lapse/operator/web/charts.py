@@ -50,23 +50,24 @@ def day_range(*, since: datetime, now: datetime) -> tuple[date, date]:
     return min(first, last), last
 
 
-def daily_charts(conn: Connection[Any], *, since: datetime, now: datetime,
-                 config: Settings) -> list[Chart]:
-    """Every chart of the console, from the first day of ``since`` to the day of ``now`` (UTC)."""
+def daily_charts(conn: Connection[Any], *, since: datetime, now: datetime, config: Settings,
+                 with_leaks: bool = True) -> list[Chart]:
+    """Every chart of the console, from the first day of ``since`` to the day of ``now`` (UTC).
+
+    The leak chart costs a leak audit (``retention_holds`` for every user with audio): the
+    overview, refreshed every few seconds, leaves it out (``with_leaks=False``).
+    """
     first, last = day_range(since=since, now=now)
     days_param = {"first_day": first, "last_day": last}
     events = conn.execute(SQL["daily_events"], days_param).fetchall()
     batches = conn.execute(SQL["daily_batches"], days_param).fetchall()
     dead = conn.execute(SQL["daily_dead_letters"], days_param).fetchall()
     days = [r["day"] for r in events]
-    report = leak_report(conn, now=now, since=datetime.combine(first, time(), UTC),
-                         max_age=config.leak_alert_age, billing_grace=config.billing_grace)
-    leaked = {d.day: d.leaked for d in report.days}
 
     def column(rows: list[Any], key: str) -> list[int]:
         return [int(r[key]) for r in rows]
 
-    return [
+    found = [
         Chart("renewals", "Renewals and failed renewals", days,
               [Series("renewals", "renewed", column(events, "renewals")),
                Series("renewal_failures", "failed (to grace)", column(events, "renewal_failures"))]),
@@ -76,11 +77,16 @@ def daily_charts(conn: Connection[Any], *, since: datetime, now: datetime,
         Chart("tags", "Tagging and restore batches", days,
               [Series("tags", "tag", column(batches, "tags")),
                Series("restores", "restore", column(batches, "restores"))]),
-        Chart("leaks", "Leaked recordings (by creation day, as of now)", days,
-              [Series("leaks", "leaked", [leaked.get(d, 0) for d in days])]),
         Chart("dead_letters", "Dead letters (by first failure)", days,
               [Series("dead_letters", "dead", column(dead, "dead_letters"))]),
     ]
+    if with_leaks:
+        report = leak_report(conn, now=now, since=datetime.combine(first, time(), UTC),
+                             max_age=config.leak_alert_age, billing_grace=config.billing_grace)
+        leaked = {d.day: d.leaked for d in report.days}
+        found.insert(4, Chart("leaks", "Leaked recordings (by creation day, as of now)", days,
+                              [Series("leaks", "leaked", [leaked.get(d, 0) for d in days])]))
+    return found
 
 
 def svg(chart: Chart, *, width: int = 560, height: int = 170) -> str:

@@ -88,9 +88,9 @@ def user(conn: Connection[Any], user_id: int, *, now: datetime, config: Settings
                                                             "limit": limit}).fetchall()}
 
 
-def chart_data(conn: Connection[Any], *, since: datetime, now: datetime,
-               config: Settings) -> list[charts.Chart]:
-    return charts.daily_charts(conn, since=since, now=now, config=config)
+def chart_data(conn: Connection[Any], *, since: datetime, now: datetime, config: Settings,
+               with_leaks: bool = True) -> list[charts.Chart]:
+    return charts.daily_charts(conn, since=since, now=now, config=config, with_leaks=with_leaks)
 
 
 def audit(conn: Connection[Any], *, limit: int = 100) -> list[dict[str, Any]]:
