@@ -28,6 +28,7 @@ from periodiq import PeriodiqMiddleware
 from lapse.platform import db
 from lapse.platform.config import Settings, settings
 from lapse.platform.dead_letters import DeadLetterArchive, archive_undecodable
+from lapse.platform.worker_metrics import worker_metrics
 from lapse.platform.workers import WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def _middleware(config: Settings) -> list[dramatiq.Middleware]:
     ]
     if config.broker != "stub":  # unit tests add it where they test it
         middleware.append(WorkerHeartbeat(config.broker, config.heartbeat_seconds))
-    return middleware
+    return middleware + worker_metrics()
 
 
 def build_broker(config: Settings) -> dramatiq.Broker:

@@ -45,7 +45,8 @@ class WorkerHeartbeat(Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._started_at = clock.now()
-        self._queues = sorted(getattr(worker, "consumer_whitelist", None) or broker.get_declared_queues())
+        consumed = getattr(worker, "consumer_whitelist", None) or broker.get_declared_queues()
+        self._queues = sorted({q.removesuffix(".DQ").removesuffix(".XQ") for q in consumed})
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="lapse-heartbeat", daemon=True)
         self._thread.start()

@@ -39,3 +39,6 @@ create table worker_heartbeats (
     beat_at timestamptz not null,
     stopped_at timestamptz
 );
+
+-- The metrics count events by type at every scrape.
+create index subscription_events_type on subscription_events (type);
