@@ -25,6 +25,7 @@ import dramatiq
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -82,7 +83,11 @@ def wants_json(request: Request) -> bool:
 
 
 class Console:
-    """The console's handlers, bound to a pool, the settings, a broker and a clock."""
+    """The console's handlers, bound to a pool, the settings, a broker and a clock.
+
+    The handlers are plain functions: Starlette runs them in its thread pool, so a slow page
+    (a leak audit) never blocks the event loop for the others.
+    """
 
     def __init__(self, pool: ConnectionPool, config: Settings,
                  broker: Callable[[], dramatiq.Broker], now: Callable[[], datetime]) -> None:
@@ -111,7 +116,7 @@ class Console:
                            status=status, live=False)
 
     # pages ----------------------------------------------------------------
-    async def overview(self, request: Request) -> Response:
+    def overview(self, request: Request) -> Response:
         now = self.now()
         # collect_status is handed the pool: it opens its own connection
         report = status.collect_status(self.pool, now=now, since=now - pages.NEW_DEAD_LETTERS,
@@ -122,12 +127,12 @@ class Console:
                                      config=self.config, with_leaks=False)
         return self.render(request, "overview.html", data | {"charts": found}, refresh=15)
 
-    async def sweeps(self, request: Request) -> Response:
+    def sweeps(self, request: Request) -> Response:
         with self.pool.connection() as conn:
             rows = pages.sweeps(conn, now=self.now())
         return self.render(request, "sweeps.html", {"sweeps": rows})
 
-    async def sweep(self, request: Request) -> Response:
+    def sweep(self, request: Request) -> Response:
         name = request.path_params["name"]
         with self.pool.connection() as conn:
             rows = [s for s in pages.sweeps(conn, now=self.now()) if s["name"] == name]
@@ -136,7 +141,7 @@ class Console:
             history = pages.sweep_history(conn, name)
         return self.render(request, "sweep.html", {"sweep": rows[0], "history": history})
 
-    async def dead_letters(self, request: Request) -> Response:
+    def dead_letters(self, request: Request) -> Response:
         try:
             flt = bulk.DeadFilter.from_params(request.query_params)
         except bulk.BadFilter as error:
@@ -145,7 +150,7 @@ class Console:
             data = pages.dead_letters(conn, flt, now=self.now())
         return self.render(request, "dead_letters.html", data)
 
-    async def dead_letter(self, request: Request) -> Response:
+    def dead_letter(self, request: Request) -> Response:
         dead_id = request.path_params["id"]
         with self.pool.connection() as conn:
             try:
@@ -154,7 +159,7 @@ class Console:
                 return self.problem(request, 404, str(error))
         return self.render(request, "dead_letter.html", {"dead_letter": row}, live=False)
 
-    async def bulk_dry_run(self, request: Request) -> Response:
+    def bulk_dry_run(self, request: Request) -> Response:
         try:
             flt = bulk.DeadFilter.from_params(request.query_params)
             with self.pool.connection() as conn:
@@ -167,6 +172,9 @@ class Console:
 
     async def bulk_confirm(self, request: Request) -> Response:
         form = await request.form()
+        return await run_in_threadpool(self._bulk_confirm, request, form)
+
+    def _bulk_confirm(self, request: Request, form: Any) -> Response:
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         try:
             flt = bulk.DeadFilter.from_params(fields)
@@ -211,7 +219,7 @@ class Console:
             return 403, f"CSRF check failed: request from another origin ({origin})"
         return None
 
-    async def user(self, request: Request) -> Response:
+    def user(self, request: Request) -> Response:
         user_id = request.path_params["id"]
         with self.pool.connection() as conn:
             try:
@@ -220,13 +228,13 @@ class Console:
                 return self.problem(request, 404, str(error))
         return self.render(request, "user.html", data)
 
-    async def find_user(self, request: Request) -> Response:
+    def find_user(self, request: Request) -> Response:
         text = request.query_params.get("id", "").strip()
         if not text.isdigit():
             return self.problem(request, 400, f"not a user id: {text!r}")
         return RedirectResponse(f"/users/{int(text)}", status_code=303)
 
-    async def charts(self, request: Request) -> Response:
+    def charts(self, request: Request) -> Response:
         days = request.query_params.get("days", str(CHART_DAYS))
         if not days.isdigit() or not 1 <= int(days) <= 366:
             return self.problem(request, 400, f"days must be 1..366, got {days!r}")
@@ -237,7 +245,7 @@ class Console:
         return self.render(request, "charts.html", {"days": int(days), "charts": found},
                            refresh=30)
 
-    async def audit(self, request: Request) -> Response:
+    def audit(self, request: Request) -> Response:
         with self.pool.connection() as conn:
             rows = pages.audit(conn, limit=500)
         return self.render(request, "audit.html", {"audit": rows})
@@ -265,7 +273,7 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def _twin(path: str, endpoint: Callable[[Request], Awaitable[Response]],
+def _twin(path: str, endpoint: Callable[[Request], Awaitable[Response] | Response],
           methods: list[str] | None = None) -> list[Route]:
     json_path = "/overview.json" if path == "/" else path + ".json"
     # the twin first: "/sweeps/{name}" would otherwise take "lapses.json" as a name
