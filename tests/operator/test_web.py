@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from lapse.operator.web.bulk import digest
 from tests.operator import support
 from tests.support.factories import given
 
@@ -158,7 +159,8 @@ def confirm(client, fields: dict, **overrides) -> object:
 def test_without_a_token_the_console_is_read_only(readonly, pool, world):
     page = readonly.get("/dead-letters").text
     assert "read-only" in page and 'id="bulk-requeue"' not in page
-    answer = confirm(readonly, {"action": "requeue", "counted": "3", "max_id": str(world.dead_ids[-1])})
+    answer = confirm(readonly, {"action": "requeue", "counted": "3", "max_id": str(world.dead_ids[-1]),
+                                "digest": digest(world.dead_ids)})
     assert answer.status_code == 403 and "read-only" in answer.text
     assert open_ids(pool) == world.dead_ids
     [row] = audit_rows(pool)
@@ -174,7 +176,8 @@ def test_without_a_token_the_console_is_read_only(readonly, pool, world):
 def test_a_mutation_without_the_token_or_the_csrf_value_is_refused(client, pool, world, change,
                                                                    status):
     client.get("/dead-letters")  # sets the CSRF cookie
-    fields = {"action": "purge", "counted": "3", "max_id": str(world.dead_ids[-1])}
+    fields = {"action": "purge", "counted": "3", "max_id": str(world.dead_ids[-1]),
+              "digest": digest(world.dead_ids)}
     answer = confirm(client, fields, **change)
     assert answer.status_code == status
     assert open_ids(pool) == world.dead_ids
@@ -186,7 +189,8 @@ def test_a_form_post_from_another_origin_is_refused(client, pool, world):
     csrf = client.cookies.get("lapse_csrf")
     answer = client.post("/dead-letters/bulk", headers={"origin": "http://evil.example"},
                          data={"token": support.TOKEN, "csrf": csrf, "action": "purge",
-                               "counted": "3", "max_id": str(world.dead_ids[-1])})
+                               "counted": "3", "max_id": str(world.dead_ids[-1]),
+                               "digest": digest(world.dead_ids)})
     assert answer.status_code == 403 and "another origin" in answer.text
     assert open_ids(pool) == world.dead_ids
 
@@ -197,12 +201,12 @@ def test_an_api_client_uses_the_bearer_token_without_a_cookie(client, pool, worl
     client.cookies.clear()
     wrong = client.post("/dead-letters/bulk.json", headers={"authorization": "Bearer nope"},
                         data={"action": "purge", "error": "ValueError", "counted": "1",
-                              "max_id": str(counted["max_id"])})
+                              "max_id": str(counted["max_id"]), "digest": counted["digest"]})
     assert wrong.status_code == 401
     done = client.post("/dead-letters/bulk.json",
                        headers={"authorization": f"Bearer {support.TOKEN}"},
                        data={"action": "purge", "error": "ValueError", "counted": "1",
-                             "max_id": str(counted["max_id"])})
+                             "max_id": str(counted["max_id"]), "digest": counted["digest"]})
     assert done.status_code == 200 and done.json()["acted_ids"] == [world.dead_ids[2]]
     assert open_ids(pool) == world.dead_ids[:2]
 
@@ -214,7 +218,8 @@ def test_bulk_requeue_acts_only_on_the_rows_its_dry_run_counted(client, pool, wo
     assert (counted["count"], counted["max_id"]) == (2, world.dead_ids[1])
     later = given(pool, lambda conn: support.dead_letter(conn, user_id=world.user_id))
     answer = confirm(client, {"action": "requeue", "error": "PanelUnavailable",
-                              "counted": "2", "max_id": str(counted["max_id"])})
+                              "counted": "2", "max_id": str(counted["max_id"]),
+                              "digest": counted["digest"]})
     assert answer.status_code == 200, answer.text
     assert open_ids(pool) == [world.dead_ids[2], later]  # the one that died later is untouched
     assert stub_broker.queues["retention"].qsize() == 2
@@ -232,24 +237,61 @@ def test_bulk_purge_by_user_deletes_only_the_counted_rows(client, pool, world):
     counted = dry_run(client, f"action=purge&user={world.user_id}")
     later = given(pool, lambda conn: support.dead_letter(conn, user_id=world.user_id))
     answer = confirm(client, {"action": "purge", "user": str(world.user_id),
-                              "counted": str(counted["count"]), "max_id": str(counted["max_id"])})
+                              "counted": str(counted["count"]), "max_id": str(counted["max_id"]),
+                              "digest": counted["digest"]})
     assert answer.status_code == 200
     assert open_ids(pool) == [world.dead_ids[2], later]
 
 
+def mark_requeued(pool, dead_id: int) -> None:
+    with pool.connection() as conn:
+        conn.execute("update dead_letters set requeued_at = %s where id = %s", (support.NOW, dead_id))
+
+
+def dead_again(pool, dead_id: int) -> None:
+    with pool.connection() as conn:
+        conn.execute("update dead_letters set requeued_at = null where id = %s", (dead_id,))
+
+
 def test_a_confirmation_is_refused_when_more_rows_match_than_were_counted(client, pool, world):
-    # A row the dry run did not count (requeued then, dead again now) under the counted id.
+    # The count alone: the digest given is the digest of the rows that match now.
+    mark_requeued(pool, world.dead_ids[0])
+    counted = dry_run(client, "action=purge&error=PanelUnavailable")
+    assert counted["count"] == 1
+    dead_again(pool, world.dead_ids[0])  # requeued at the dry run, dead again now: not counted
     answer = confirm(client, {"action": "purge", "error": "PanelUnavailable", "counted": "1",
-                              "max_id": str(world.dead_ids[1])})
-    assert answer.status_code == 409 and "run the dry run again" in answer.text
+                              "max_id": str(world.dead_ids[1]),
+                              "digest": digest(world.dead_ids[:2])})
+    assert answer.status_code == 409 and "the dry run counted 1" in answer.text
     assert open_ids(pool) == world.dead_ids
     assert [r["outcome"] for r in audit_rows(pool)] == ["refused"]
+
+
+def test_a_confirmation_is_refused_when_the_rows_are_not_the_ones_counted(client, pool, world):
+    # Same count, other rows: one counted row was purged, one not counted died again.
+    mark_requeued(pool, world.dead_ids[0])
+    counted = dry_run(client, "action=purge&error=PanelUnavailable")
+    assert (counted["count"], counted["max_id"]) == (1, world.dead_ids[1])
+    dead_again(pool, world.dead_ids[0])
+    with pool.connection() as conn:
+        conn.execute("delete from dead_letters where id = %s", (world.dead_ids[1],))
+    answer = confirm(client, {"action": "purge", "error": "PanelUnavailable", "counted": "1",
+                              "max_id": str(counted["max_id"]), "digest": counted["digest"]})
+    assert answer.status_code == 409 and "not the ones the dry run counted" in answer.text
+    assert open_ids(pool) == [world.dead_ids[0], world.dead_ids[2]]
+    assert [r["outcome"] for r in audit_rows(pool)] == ["refused"]
+
+
+def test_the_digest_is_the_same_in_sql_and_in_python(client, world):
+    assert dry_run(client, "action=purge")["digest"] == digest(world.dead_ids)
+    assert dry_run(client, "action=purge&error=nothing")["digest"] == digest([])
 
 
 def test_the_confirm_page_carries_the_count_and_the_highest_id(client, world):
     page = client.get("/dead-letters/bulk?action=purge&error=PanelUnavailable").text
     assert '<strong id="counted">2</strong>' in page
     assert f'name="max_id" value="{world.dead_ids[1]}"' in page
+    assert f'name="digest" value="{digest(world.dead_ids[:2])}"' in page
     assert 'name="csrf" value="' in page and 'type="password" name="token"' in page
     assert client.get("/dead-letters/bulk?action=explode").status_code == 400
 

@@ -41,7 +41,8 @@ def test_lapse_web_serves_the_console_read_only_without_a_token(pool, world, dat
             assert answer.status_code == 200 and answer.json()["dead_letters"]["open"] == 3
             refused = httpx.post(f"http://127.0.0.1:{port}/dead-letters/bulk.json",
                                  headers={"authorization": f"Bearer {support.TOKEN}"},
-                                 data={"action": "purge", "counted": "3", "max_id": "99"})
+                                 data={"action": "purge", "counted": "3", "max_id": "99",
+                                       "digest": "0" * 64})
             assert refused.status_code == 403 and "read-only" in refused.text
         finally:
             stop_process_groups([process], grace=10)

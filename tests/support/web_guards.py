@@ -2,7 +2,10 @@
 
 ``python -m tests.support.web_guards [N ...]`` applies each mutation below in
 turn (the file is restored after each), runs the test that should catch it and
-prints FAILS (good) or STILL PASSES (bad). Not collected by pytest.
+prints FAILS or PASSES, and whether that is what it should do: the bulk
+confirmation has three guards that back each other up (the counted highest
+id, the count, the digest of the ids), so each is also shown to hold alone.
+Not collected by pytest.
 """
 
 import pathlib
@@ -14,16 +17,25 @@ SQL = "lapse/operator/web/sql/web.sql"
 BULK = "lapse/operator/web/bulk.py"
 APP = "lapse/operator/web/app.py"
 T = "tests/operator/test_web.py::"
+COUNT = "        if len(ids) > counted:\n"
+DIGEST = "        elif digest(ids) != counted_digest:\n"
 M = [
  ("a confirmation acts only up to the counted highest id", SQL,
   "  and id <= %(max_id)s\n", "  and %(max_id)s::bigint is not null\n",
   T + "test_bulk_requeue_acts_only_on_the_rows_its_dry_run_counted"),
+ ("the counted highest id alone (count and digest checks off) keeps the later row "
+  "(expected to PASS)", BULK,
+  [(COUNT, "        if False:\n"), (DIGEST, "        elif False:\n")], None,
+  T + "test_bulk_requeue_acts_only_on_the_rows_its_dry_run_counted"),
+ ("the digest check alone refuses other rows of the same count", BULK,
+  DIGEST, "        elif False:\n",
+  T + "test_a_confirmation_is_refused_when_the_rows_are_not_the_ones_counted"),
  ("a confirmation keeps the filter", SQL,
   "  and (%(error)s::text is null or error = %(error)s)\n  and id <= %(max_id)s\n",
   "  and id <= %(max_id)s\n",
   T + "test_an_api_client_uses_the_bearer_token_without_a_cookie"),
- ("a confirmation is refused when more rows match than were counted", BULK,
-  "        if len(ids) > counted:\n", "        if False:\n",
+ ("the count check alone refuses more rows than counted (the digest given matches them)", BULK,
+  COUNT, "        if False:\n",
   T + "test_a_confirmation_is_refused_when_more_rows_match_than_were_counted"),
  ("without LAPSE_WEB_TOKEN every mutation is refused", APP,
   '        if token is None:\n            return 403, "the console is read-only: LAPSE_WEB_TOKEN is not set"\n',
@@ -60,15 +72,20 @@ def main(only: list[str]) -> None:
             continue
         f = ROOT / path
         text = f.read_text()
-        assert text.count(old) == 1, (name, text.count(old))
-        f.write_text(text.replace(old, new))
+        changed = text
+        for before, after in (old if isinstance(old, list) else [(old, new)]):
+            assert changed.count(before) == 1, (name, changed.count(before))
+            changed = changed.replace(before, after)
+        f.write_text(changed)
         try:
             r = subprocess.run([str(ROOT / ".venv/bin/pytest"), "-q", "-x", "-p", "no:cacheprovider",
                                 test], cwd=ROOT, capture_output=True, text=True, timeout=600)
             line = [out for out in r.stdout.splitlines()
                     if " passed" in out or " failed" in out or "error" in out.lower()][-1:]
-            verdict = "FAILS" if r.returncode else "STILL PASSES"
-            print(f"{verdict}  {i} {name}  -> {test.split('::')[1]}  {line}", flush=True)
+            verdict = "FAILS" if r.returncode else "PASSES"
+            good = (verdict == "PASSES") == ("expected to PASS" in name)
+            print(f"{verdict} ({'good' if good else 'BAD'})  {i} {name}  -> "
+                  f"{test.split('::')[1]}  {line}", flush=True)
         finally:
             f.write_text(text)
 

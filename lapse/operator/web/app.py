@@ -167,7 +167,7 @@ class Console:
         except bulk.BadFilter as error:
             return self.problem(request, 400, str(error))
         data = {"action": found.action, "filter": flt.sql(), "filter_query": flt.query(),
-                "count": found.count, "max_id": found.max_id}
+                "count": found.count, "max_id": found.max_id, "digest": found.digest}
         return self.render(request, "bulk_confirm.html", data, live=False)
 
     async def bulk_confirm(self, request: Request) -> Response:
@@ -180,6 +180,7 @@ class Console:
             flt = bulk.DeadFilter.from_params(fields)
             action = fields.get("action", "")
             counted, max_id = _count(fields.get("counted")), _count(fields.get("max_id"))
+            counted_digest = _digest(fields.get("digest"))
         except (bulk.BadFilter, ValueError) as error:
             return self.problem(request, 400, str(error))
         if action not in bulk.ACTIONS:
@@ -193,7 +194,8 @@ class Console:
                             counted=counted, counted_max_id=max_id, client=client, now=self.now())
             return self.problem(request, status, reason)
         result = bulk.confirm(self.pool, self.broker(), action, flt, counted=counted,
-                              counted_max_id=max_id, client=client, now=self.now())
+                              counted_max_id=max_id, counted_digest=counted_digest,
+                              client=client, now=self.now())
         data = {"action": action, "filter": flt.sql(), "filter_query": flt.query(),
                 "outcome": result.outcome, "acted_ids": result.acted_ids,
                 "detail": result.detail, "audit_id": result.audit_id}
@@ -267,6 +269,12 @@ def _count(text: str | None) -> int:
     if text is None or not text.isdigit():
         raise ValueError(f"counted and max_id must be the dry run's non-negative integers, got {text!r}")
     return int(text)
+
+
+def _digest(text: str | None) -> str:
+    if text is None or len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError("digest must be the dry run's digest (64 hex digits)")
+    return text
 
 
 def _same(given: str, expected: str) -> bool:

@@ -1,15 +1,18 @@
 """Bulk requeue or purge of dead letters by filter, in two steps (SPEC §7 Operator console).
 
 The dry run counts the open dead letters a filter matches and notes the
-highest id it counted; the confirmation acts only on rows of that filter up
-to that id, so a message that dies between the two is left alone, and it
-refuses when more rows match than were counted (a requeued row died again).
+highest id it counted and a digest of the ids; the confirmation acts only on
+rows of that filter up to that id, so a message that dies between the two is
+left alone, and it refuses when more rows match than were counted or when
+they are not the rows counted (a requeued row died again, another operator
+purged one): the operator then runs the dry run again.
 Each row goes through ``lapse dlq``'s own requeue or purge, in a transaction
 of its own; every attempt, refused or not, is written to ``web_audit``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -68,6 +71,7 @@ class DryRun:
     filter: DeadFilter
     count: int
     max_id: int | None
+    digest: str
 
 
 @dataclass
@@ -85,7 +89,12 @@ def dry_run(conn: Connection[Any], action: str, flt: DeadFilter) -> DryRun:
         raise BadFilter(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
     row = conn.execute(SQL["dead_count"], flt.sql()).fetchone()
     assert row is not None
-    return DryRun(action, flt, int(row["count"]), row["max_id"])
+    return DryRun(action, flt, int(row["count"]), row["max_id"], row["digest"])
+
+
+def digest(ids: list[int]) -> str:
+    """The dry run's digest of the ids it counted (the same as ``dead_count``'s, in SQL)."""
+    return hashlib.sha256(",".join(str(i) for i in sorted(ids)).encode()).hexdigest()
 
 
 def record(conn: Connection[Any], result: BulkResult, flt: DeadFilter, *, counted: int | None,
@@ -102,7 +111,8 @@ def record(conn: Connection[Any], result: BulkResult, flt: DeadFilter, *, counte
 
 
 def confirm(pool: ConnectionPool, broker: dramatiq.Broker, action: str, flt: DeadFilter, *,
-            counted: int, counted_max_id: int, client: str | None, now: datetime) -> BulkResult:
+            counted: int, counted_max_id: int, counted_digest: str, client: str | None,
+            now: datetime) -> BulkResult:
     """Requeue or purge the rows the confirmed dry run counted (``flt`` and id <= counted_max_id)."""
     if action not in ACTIONS:
         raise BadFilter(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
@@ -116,6 +126,10 @@ def confirm(pool: ConnectionPool, broker: dramatiq.Broker, action: str, flt: Dea
             result.outcome = "refused"
             result.detail = (f"{len(ids)} rows match now but the dry run counted {counted}: "
                              "run the dry run again")
+        elif digest(ids) != counted_digest:
+            result.outcome = "refused"
+            result.detail = ("the rows that match are not the ones the dry run counted (one was "
+                             "purged or died again since): run the dry run again")
         else:
             try:
                 _act(conn, broker, action, ids, result, now)

@@ -40,7 +40,9 @@ with open as (
     select *, regexp_replace(coalesce(exception, reason), '[(:].*$', '', 's') as error
     from dead_letters where requeued_at is null
 )
-select count(*) as count, max(id) as max_id
+select count(*) as count, max(id) as max_id,
+       encode(sha256(convert_to(coalesce(string_agg(id::text, ',' order by id), ''), 'UTF8')),
+              'hex') as digest
 from open
 where (%(actor)s::text is null or actor_name = %(actor)s)
   and (%(queue)s::text is null or queue_name = %(queue)s or queue_name = %(queue)s || '.DQ')
