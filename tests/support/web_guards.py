@@ -17,6 +17,7 @@ SQL = "lapse/operator/web/sql/web.sql"
 BULK = "lapse/operator/web/bulk.py"
 APP = "lapse/operator/web/app.py"
 T = "tests/operator/test_web.py::"
+R = "tests/operator/test_bulk_race.py::"
 COUNT = "        if len(ids) > counted:\n"
 DIGEST = "        elif digest(ids) != counted_digest:\n"
 M = [
@@ -30,6 +31,19 @@ M = [
  ("the digest check alone refuses other rows of the same count", BULK,
   DIGEST, "        elif False:\n",
   T + "test_a_confirmation_is_refused_when_the_rows_are_not_the_ones_counted"),
+ ("each row of a bulk action is locked and re-checked (the whole check removed)", BULK,
+  "                if conn.execute(SQL[\"lock_open_dead_letter\"], {\"id\": dead_id}).fetchone() is None:\n"
+  "                    gone += 1  # requeued or purged by another confirmation meanwhile\n"
+  "                    continue\n", "",
+  R + "test_two_confirmations_of_one_dry_run_requeue_each_row_once"),
+ ("the re-check without the lock", SQL,
+  "select id from dead_letters where id = %(id)s and requeued_at is null for update",
+  "select id from dead_letters where id = %(id)s and requeued_at is null",
+  R + "test_two_confirmations_of_one_dry_run_requeue_each_row_once"),
+ ("the lock without the re-check", SQL,
+  "select id from dead_letters where id = %(id)s and requeued_at is null for update",
+  "select id from dead_letters where id = %(id)s for update",
+  R + "test_two_confirmations_of_one_dry_run_requeue_each_row_once"),
  ("a confirmation keeps the filter", SQL,
   "  and (%(error)s::text is null or error = %(error)s)\n  and id <= %(max_id)s\n",
   "  and id <= %(max_id)s\n",

@@ -7,7 +7,9 @@ left alone, and it refuses when more rows match than were counted or when
 they are not the rows counted (a requeued row died again, another operator
 purged one): the operator then runs the dry run again.
 Each row goes through ``lapse dlq``'s own requeue or purge, in a transaction
-of its own; every attempt, refused or not, is written to ``web_audit``.
+of its own that first locks the row and re-checks it is still open, so two
+confirmations of one dry run never send or purge a row twice; every
+attempt, refused or not, is written to ``web_audit``.
 """
 
 from __future__ import annotations
@@ -152,12 +154,15 @@ def _act(conn: Connection[Any], broker: dramatiq.Broker, action: str, ids: list[
     for dead_id in ids:
         try:
             with conn.transaction():
+                if conn.execute(SQL["lock_open_dead_letter"], {"id": dead_id}).fetchone() is None:
+                    gone += 1  # requeued or purged by another confirmation meanwhile
+                    continue
                 if action == "requeue":
                     dlq.requeue(conn, broker, dead_id, now=now)
                 else:
                     dlq.purge(conn, broker, dead_id)
         except dlq.DeadLetterNotFound:
-            gone += 1  # purged (or undecodable, for a requeue) since the dry run: nothing to do
+            gone += 1  # undecodable, for a requeue: nothing to send
             continue
         result.acted_ids.append(dead_id)
     result.detail = f"{action}d {len(result.acted_ids)} of {len(ids)} counted" + (

@@ -189,3 +189,8 @@ from generate_series(%(first_day)s::date::timestamp at time zone 'UTC',
 left join dead_letters x on x.first_failed_at >= d and x.first_failed_at < d + interval '1 day'
 group by d
 order by d
+
+-- name: lock_open_dead_letter
+-- Taken before each row of a bulk action, re-checked under the lock: two
+-- confirmations of the same dry run never requeue (send) or purge a row twice.
+select id from dead_letters where id = %(id)s and requeued_at is null for update
