@@ -16,3 +16,6 @@ create table web_audit (
     constraint web_audit_outcome check (outcome in ('done', 'refused', 'failed'))
 );
 create index web_audit_created on web_audit (created_at);
+
+-- The console's sweeps page reads each sweep's last run and its history newest first.
+create index sweep_runs_started on sweep_runs (sweep, started_at desc);

@@ -27,12 +27,12 @@ def sweeps(conn: Connection[Any], *, now: datetime) -> list[dict[str, Any]]:
 
     Overdue as ``lapse status`` says it: no success within one cadence plus its slack.
     """
-    last = {r["sweep"]: r for r in conn.execute(SQL["sweep_last_runs"]).fetchall()}
-    success = {r["sweep"]: r["last_success"] for r in conn.execute(SQL["sweep_last_success"])}
+    found = conn.execute(SQL["sweep_last_runs"], {"sweeps": list(SWEEPS), "now": now}).fetchall()
+    last = {r["sweep"]: r for r in found}
     rows = []
     for sweep in SWEEPS.values():
-        run = last.get(sweep.name)
-        succeeded = success.get(sweep.name)
+        run = last[sweep.name] if last[sweep.name]["id"] is not None else None
+        succeeded = last[sweep.name]["last_success"]
         rows.append({
             "name": sweep.name, "actor": sweep.actor_name, "cron": sweep.cron,
             "cron_words": cron.in_words(sweep.cron), "next_run": cron.next_run(sweep.cron, now),
@@ -45,7 +45,8 @@ def sweeps(conn: Connection[Any], *, now: datetime) -> list[dict[str, Any]]:
             "last_error": run["error"] if run else None,
             "last_counts": run["counts"] if run else None,
             "last_success_at": succeeded,
-            "overdue": succeeded is None or now - succeeded > status.allowed_lag(sweep.cron),
+            "overdue": sweep.body is not None and (
+                succeeded is None or now - succeeded > status.allowed_lag(sweep.cron)),
         })
     return rows
 

@@ -71,15 +71,19 @@ select array_agg(distinct actor_name) filter (where actor_name is not null) as a
 from dead_letters where requeued_at is null
 
 -- name: sweep_last_runs
-select distinct on (sweep) sweep, id, status, started_at, finished_at, error, counts,
-       finished_at - started_at as duration
-from sweep_runs
-order by sweep, started_at desc, id desc
-
--- name: sweep_last_success
-select sweep, max(finished_at) as last_success
-from sweep_runs where status in ('completed', 'continued')
-group by sweep
+-- Per sweep of the table: its last run, whatever its outcome, and its last success
+-- (completed, or continued with a cursor), as lapse status counts it.
+select s.sweep, last.id, last.status, last.started_at, last.finished_at, last.error,
+       last.counts, last.finished_at - last.started_at as duration,
+       (select max(r.finished_at) from sweep_runs r
+        where r.sweep = s.sweep and r.status in ('completed', 'continued') and not r.dry_run
+          and r.finished_at <= %(now)s) as last_success
+from unnest(%(sweeps)s::text[]) as s (sweep)
+left join lateral (
+    select * from sweep_runs r
+    where r.sweep = s.sweep and not r.dry_run and r.started_at <= %(now)s
+    order by r.started_at desc, r.id desc limit 1
+) last on true
 
 -- name: sweep_history
 select id, status, tick_minute, started_at, finished_at, finished_at - started_at as duration,
