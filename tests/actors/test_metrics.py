@@ -173,6 +173,30 @@ def test_metrics_move_during_an_actor_run_and_the_queue_gauge_matches_the_queue(
     assert value(after, "lapse_sweep_overdue", sweep="fast_expiry") == 1.0  # no scheduler here
 
 
+def test_a_worker_killed_with_sigkill_shows_as_stale_in_lapse_status(worker):
+    import json
+    import signal
+
+    from tests.support.cli import lapse
+
+    eventually(lambda: len(worker.query("select 1 from worker_heartbeats where stopped_at is null"))
+               == 2, timeout=60, what="both worker processes beating")
+    os.killpg(worker.process.pid, signal.SIGKILL)
+    worker.process.wait(10)
+    env = {"DATABASE_URL": worker.url, "LAPSE_BROKER": worker.broker,
+           "LAPSE_HEARTBEAT_STALE_SECONDS": "2"}
+    if worker.broker == "redis":
+        env["REDIS_URL"] = REDIS_URL
+
+    def stale() -> list[str]:
+        result = lapse("status", "--json", env=env)
+        assert result.returncode in (0, 1), result.stderr
+        return [f["subject"] for f in json.loads(result.stdout)["findings"]
+                if f["kind"] == "worker_stale"]
+    assert len(eventually(lambda: len(stale()) == 2 and stale(), timeout=60,
+                          what="two stale workers")) == 2
+
+
 def _scrape_or_none(worker: Worker) -> str | None:
     assert worker.process.poll() is None, "the dramatiq command exited; see worker.log"
     try:

@@ -237,7 +237,11 @@ def test_an_old_message_waiting_in_a_queue_needs_attention(pool):
     message = Message(queue_name="retention", actor_name="tag_recordings", args=(1,), kwargs={},
                       options={}, message_timestamp=int((NOW - HOUR).timestamp() * 1000))
     broker.enqueue(message)
+    broker.declare_queue("activation")  # a retry waiting its turn is no alarm
+    broker.enqueue(message.copy(queue_name="activation"), delay=3_600_000)
     report = collect_status(pool, now=NOW, since=NOW - DAY, broker=broker)
+    delayed = next(q for q in report.queues if q["queue"] == "activation" and q["kind"] == "delayed")
+    assert delayed["depth"] == 1 and delayed["oldest_age_seconds"] == 3600.0
     ready = next(q for q in report.queues if q["queue"] == "retention" and q["kind"] == "ready")
     assert ready["depth"] == 1 and ready["oldest_age_seconds"] == 3600.0
     assert [(f.kind, f.subject) for f in report.findings if f.severity == "attention"] == [
@@ -255,3 +259,22 @@ def test_broadcasts_in_progress_are_shown_when_the_table_exists(pool, database):
         conn.commit()
     report = json.loads(status(database, "--json").stdout)
     assert [b["id"] for b in report["broadcasts"]] == [1] and report["needs_attention"] is False
+
+
+def test_breakers_of_a_stopped_worker_or_long_gone_process_are_not_reported(pool, database):
+    healthy(pool)
+    with pool.connection() as conn:
+        conn.execute("insert into worker_heartbeats (worker, hostname, pid, started_at, beat_at, "
+                     "stopped_at) values ('gone:2', 'gone', 2, %(t)s, %(t)s, %(t)s)",
+                     {"t": NOW - 10 * MINUTE})
+        conn.execute("insert into breaker_states (port, worker, state, failures, changed_at) values "
+                     "('telegram', 'gone:2', 'open', 5, %s), ('panel:a', 'cli:3', 'open', 5, %s)",
+                     (NOW - 20 * MINUTE, NOW - 2 * HOUR))
+        conn.commit()
+    assert status(database).returncode == 0
+    with pool.connection() as conn:  # a process without heartbeat (a CLI run) counts for an hour
+        conn.execute("update breaker_states set changed_at = %s where worker = 'cli:3'",
+                     (NOW - 30 * MINUTE,))
+        conn.commit()
+    code, found = findings(database)
+    assert code == 1 and attention(found) == [("breaker_open", "panel:a")]
