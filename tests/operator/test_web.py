@@ -318,3 +318,18 @@ def test_on_loopback_only_loopback_host_names_are_answered(pool, world, stub_bro
         assert local.get("/sweeps.json").status_code == 200
     with TestClient(app, base_url="http://rebound.example:8080") as rebound:
         assert rebound.get("/sweeps.json").status_code == 400
+
+
+def test_every_page_answers_on_an_empty_database(pool, stub_broker):
+    from tests.operator.conftest import console_client
+
+    with console_client(pool, stub_broker, support.TOKEN) as empty:
+        for path in ("/", "/sweeps", "/sweeps/purge", "/dead-letters", "/charts", "/audit",
+                     "/dead-letters/bulk?action=purge"):
+            assert empty.get(path).status_code == 200, path
+            assert empty.get(twin(path)[0]).status_code == 200, path
+        assert "Nothing needs you." not in empty.get("/").text  # no sweep has ever run
+        counted = empty.get("/dead-letters/bulk.json?action=purge").json()
+        assert (counted["count"], counted["max_id"]) == (0, None)
+        assert "Nothing to do." in empty.get("/dead-letters/bulk?action=purge").text
+        assert empty.get("/users/1").status_code == 404
