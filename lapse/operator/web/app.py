@@ -188,11 +188,11 @@ class Console:
         client = request.client.host if request.client else None
         refusal = self._refusal(request, fields)
         if refusal is not None:
-            status, reason = refusal
+            code, reason = refusal
             with self.pool.connection() as conn, conn.transaction():
                 bulk.record(conn, bulk.BulkResult(action, "refused", detail=reason), flt,
                             counted=counted, counted_max_id=max_id, client=client, now=self.now())
-            return self.problem(request, status, reason)
+            return self.problem(request, code, reason)
         result = bulk.confirm(self.pool, self.broker(), action, flt, counted=counted,
                               counted_max_id=max_id, counted_digest=counted_digest,
                               client=client, now=self.now())
