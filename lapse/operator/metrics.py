@@ -144,12 +144,30 @@ def _worker_metrics(report: Any) -> Iterator[Metric]:
                             value=sum(bool(w["stale"]) for w in report.workers))
 
 
+class WorkerFiles:
+    """The metrics the worker processes of this run wrote to their folder.
+
+    Lapse's own figures come from ``LapseCollector`` only: a ``lapse_`` family
+    some worker module happened to create in multiprocess mode (other than the
+    breaker gauge) would otherwise be served twice, and a scrape with a
+    duplicate family is rejected whole.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.files = MultiProcessCollector(None, path=folder)
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.files.collect():
+            if not metric.name.startswith("lapse_") or metric.name == "lapse_circuit_state":
+                yield metric
+
+
 def registry(broker: Any) -> CollectorRegistry:
     """Dramatiq's metrics of this run plus Lapse's collector."""
     found = CollectorRegistry()
     folder = RUN_FOLDER or prepare()
     if folder is not None:
-        MultiProcessCollector(found, path=str(folder))
+        found.register(WorkerFiles(str(folder)))  # type: ignore[arg-type]
     found.register(LapseCollector(broker))  # type: ignore[arg-type]
     return found
 

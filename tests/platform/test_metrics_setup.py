@@ -31,3 +31,21 @@ def test_only_processes_of_the_dramatiq_command_use_a_folder():
     assert metrics_setup.is_dramatiq_process() is False
     assert metrics_setup.RUN_FOLDER is None
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+WRITE_WORKER_FILES = """
+from prometheus_client import Counter, Gauge
+Counter("dramatiq_messages", "m", ["queue_name"]).labels("q").inc(2)
+Gauge("lapse_leaked_users", "duplicate of the collector's", multiprocess_mode="max").set(7)
+Gauge("lapse_circuit_state", "c", ["port"], multiprocess_mode="livemax").labels("telegram").set(2)
+"""
+
+
+def test_the_worker_files_serve_dramatiq_and_the_breaker_gauge_never_a_lapse_figure_twice(tmp_path):
+    from lapse.operator.metrics import WorkerFiles
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")} | {
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", WRITE_WORKER_FILES], env=env, check=True)
+    names = {m.name for m in WorkerFiles(str(tmp_path)).collect()}
+    assert names == {"dramatiq_messages", "lapse_circuit_state"}
