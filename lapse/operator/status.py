@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg_pool import ConnectionPool
+
 from domain import audits
 from lapse.flows import sweeps as sweep_table
 from lapse.platform.config import Settings, settings
@@ -80,7 +82,8 @@ def _jsonable(value: Any) -> Any:
 
 @contextmanager
 def _connection(pool_or_conn: Any) -> Any:
-    if hasattr(pool_or_conn, "connection"):
+    # A psycopg Connection also has a ``connection`` attribute (not callable): ask for a pool.
+    if isinstance(pool_or_conn, ConnectionPool):
         with pool_or_conn.connection() as conn:
             yield conn
     else:

@@ -285,3 +285,15 @@ def test_breakers_of_a_stopped_worker_or_long_gone_process_are_not_reported(pool
         conn.commit()
     code, found = findings(database)
     assert code == 1 and attention(found) == [("breaker_open", "panel:a")]
+
+
+def test_collect_status_takes_a_connection_as_well_as_a_pool(pool):
+    """A psycopg Connection has a ``connection`` attribute too; the collector must not call it."""
+    from lapse.operator.status import collect_status
+
+    healthy(pool)
+    with pool.connection() as conn:
+        on_conn = collect_status(conn, now=NOW, since=NOW - DAY)
+    on_pool = collect_status(pool, now=NOW, since=NOW - DAY)
+    assert on_conn.to_dict() == on_pool.to_dict()
+    assert on_conn.needs_attention is False
