@@ -212,3 +212,8 @@ def stale_reason(conn: Connection[Any], user_id: int, payload: dict[str, Any]) -
     if row["has_current"]:
         return "the user has a current subscription now (not in the audience any more)"
     return None
+
+
+def recent(conn: Connection[Any], *, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest broadcasts with their status (``lapse broadcast list``, ``lapse status``)."""
+    return list(conn.execute(SQL["list"], {"limit": limit}).fetchall())

@@ -21,7 +21,7 @@ from domain import broadcasts
 from lapse.platform import clock
 from lapse.platform.after_commit import send_after_commit, transaction
 
-WALKED_POLL_SECONDS = 1.0  # walked: look again for the last outcomes to mark it done
+WALKED_POLL_SECONDS = 5.0  # walked: look again for the last outcomes to mark it done
 MAX_DELAY_SECONDS = 30.0
 
 

@@ -55,6 +55,9 @@ def add_arguments(commands: Any) -> None:
     for verb, text in (("start", "start sending a draft (or resume a running one)"),
                        ("cancel", "stop: no more rows, unclaimed sends skipped")):
         broadcast.add_parser(verb, help=text).add_argument("id", type=_positive)
+    listing = broadcast.add_parser("list", help="the newest broadcasts and their status")
+    listing.add_argument("--limit", type=_positive, default=20)
+    listing.add_argument("--json", action="store_true")
     status = broadcast.add_parser("status", help="sent, failed, skipped, remaining, progress")
     status.add_argument("id", type=_positive)
     status.add_argument("--json", action="store_true")
@@ -85,9 +88,26 @@ def run(args: argparse.Namespace, config: Settings, pool: Any) -> int:
         print(f"broadcast {args.id} cancelled: {skipped} unsent notices skipped "
               "(sends already claimed finish)")
         return EXIT_OK
+    if command == "list":
+        return _list(args, pool)
     with pool.connection() as conn:
         found = broadcasts.progress(conn, args.id)
     print(json.dumps(as_dict(found), default=str, indent=2) if args.json else describe(found))
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace, pool: Any) -> int:
+    with pool.connection() as conn:
+        rows = broadcasts.recent(conn, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no broadcasts (`lapse broadcast create` makes one)")
+    for r in rows:
+        message = f"template {r['template']}" if r["template"] else "texts"
+        print(f"{r['id']:>5}  {r['status']:9}  {r['queued']:>8} queued  created "
+              f"{r['created_at'].isoformat()}  {message}")
     return EXIT_OK
 
 

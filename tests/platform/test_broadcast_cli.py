@@ -55,10 +55,15 @@ def test_create_start_status_cancel(env, database, tmp_path):
     assert (status(env, 1)["status"], status(env, 1)["remaining"]) == ("cancelled", 0)
 
 
-def test_a_template_broadcast(env):
+def test_a_template_broadcast_and_the_list(env):
+    assert lapse("broadcast", "list", env=env).stdout.startswith("no broadcasts")
     result = lapse("broadcast", "create", "--template", "broadcast_winback", env=env)
     assert result.returncode == 0, result.stderr
     assert status(env, 1)["template"] == "broadcast_winback"
+    listed = json.loads(lapse("broadcast", "list", "--json", env=env).stdout)
+    assert [(r["id"], r["status"], r["template"]) for r in listed] == [
+        (1, "draft", "broadcast_winback")]
+    assert "template broadcast_winback" in lapse("broadcast", "list", env=env).stdout
 
 
 @pytest.mark.parametrize(("args", "says"), [
