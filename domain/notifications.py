@@ -165,6 +165,19 @@ def retry_later(conn: Connection[Any], claimed: Claimed, delay: float, problem: 
     return "pending"
 
 
+def release(conn: Connection[Any], claimed: Claimed, delay: float, *, now: datetime) -> str:
+    """Give a claim back unsent (a 429 pause began after its token was taken): ``pending``
+    again, the attempt not counted, and a message sent for when the pause ends."""
+    row = conn.execute(SQL["release"], {"id": claimed.notification_id, "attempt": claimed.attempt,
+                                        "next_attempt_at": now + timedelta(seconds=delay)}
+                       ).fetchone()
+    if row is None:
+        return "claim_lost"
+    send_after_commit(conn, "send_notification", claimed.notification_id,
+                      delay_ms=int(delay * 1000) + 1)
+    return "paused"
+
+
 def delivery_unknown(conn: Connection[Any], claimed: Claimed, problem: str, *,
                      now: datetime) -> str:
     """The request may have reached Telegram: at most once → ``unknown``; at least once → again."""

@@ -52,6 +52,12 @@ set status = 'pending', next_attempt_at = %(next_attempt_at)s, last_error = %(er
 where id = %(id)s and attempts = %(attempt)s and status = 'sending'
 returning id
 
+-- name: release
+update notifications
+set status = 'pending', attempts = attempts - 1, next_attempt_at = %(next_attempt_at)s
+where id = %(id)s and attempts = %(attempt)s and status = 'sending'
+returning id
+
 -- name: mark_unreachable
 update users set unreachable_at = %(now)s, unreachable_reason = %(reason)s
 where id = %(user_id)s and unreachable_at is null

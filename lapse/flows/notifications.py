@@ -73,6 +73,10 @@ def deliver(pool: ConnectionPool, notification_id: int) -> str:
 
 
 def _send(pool: ConnectionPool, claimed: notifications.Claimed) -> str:
+    paused = telegram.rate_limiter().pause.remaining()
+    if paused > 0:  # a 429 reached another sender after this one took its token: nothing sent
+        with pool.connection() as conn, transaction(conn):
+            return notifications.release(conn, claimed, paused, now=clock.now())
     try:
         result = telegram.port().send_message(claimed.chat_id, claimed.text,
                                               attempt=claimed.attempt - 1)

@@ -61,7 +61,7 @@ def test_a_paid_invoice_is_finalized_once_after_the_provider_confirms_it(pool, a
     assert counts == {"waiting": 1}
     api.invoices[invoice]["status"] = "paid"
     counts, follow_up = watch(pool)
-    assert counts == {"paid": 1} and follow_up["ran"] == 1
+    assert counts == {"paid": 1} and follow_up["ran"] == 2  # finalize_purchase, its receipt
     assert row(pool, "select balance from users where id = %s", user)["balance"] == 500
     assert row(pool, "select status from purchases where id = %s", purchase)["status"] == "paid"
     assert len(api.calls("getInvoices")) == 3  # 2 sweeps + the actor's own verification

@@ -66,6 +66,7 @@ def test_lapse_refund_from_the_command_line(pool, database):
 
 RACER = """
 import sys, threading, time
+import actors  # the after-commit messages (the receipt's send_notification) need their actors
 from domain import purchases
 from lapse.platform import db
 from lapse.platform.after_commit import transaction

@@ -97,7 +97,7 @@ def test_two_worker_processes_share_the_rate_and_the_429_pause(pool, database, s
                       LAPSE_TELEGRAM_RATE_PER_SECOND=str(RATE))
     broker = LapseRedisBroker(url=clean_redis, namespace=REDIS_NAMESPACE)
     broker.declare_queue("notifications")
-    for notification_id in ids:
+    for notification_id in [*ids, 987_654_321]:  # and one unknown id
         broker.enqueue(Message(queue_name="notifications", actor_name="send_notification",
                                args=(notification_id,), kwargs={}, options={}))
     bin_dir = os.path.dirname(sys.executable)
@@ -109,21 +109,45 @@ def test_two_worker_processes_share_the_rate_and_the_429_pause(pool, database, s
     try:
         eventually(lambda: count_sent(database) == NOTICES, timeout=240, interval=1.0,
                    what="every notice sent by the two workers")
+        [dead] = eventually(lambda: dead_letters(database), timeout=60, what="the unknown id")
+        assert dead[0] == "send_notification" and dead[1].startswith("permanent_error")
+        assert "no notification with id 987654321" in dead[1]
+        assert [worker.poll() for worker in workers] == [None, None]  # both still running
+        # the pause the 429's sender set: until (the moment it had the 429 back) + retry_after
+        pause_until = float(redis.Redis.from_url(clean_redis).get(
+            f"{REDIS_NAMESPACE}:lapse:{{rate}}:telegram:pause")) / 1000
     finally:
         stop_process_groups(workers, grace=15)
         delete_namespace(redis.Redis.from_url(clean_redis), REDIS_NAMESPACE)
+    got_429 = pause_until - RETRY_AFTER
     [limited] = [r for r in bot.received if r.status == 429]
     delivered = bot.delivered()
     assert len(delivered) == NOTICES and len({r.text for r in delivered}) == NOTICES
-    in_pause = [r for r in delivered if limited.at < r.at < limited.at + RETRY_AFTER]
-    # only requests already in flight when the 429 came back, at most one per other thread
-    assert len(in_pause) <= 2 * THREADS - 1, [r.at - limited.at for r in in_pause]
-    assert any(r.at >= limited.at + RETRY_AFTER for r in delivered)  # and sending resumed
+    claimed_at = claim_times(database)  # each notice's last claim, right before its request
+    sent_after = [r for r in delivered if claimed_at[r.text] > got_429]
+    early = [r for r in sent_after if r.at < pause_until]
+    assert sent_after and early == [], [(r.at - got_429, claimed_at[r.text] - got_429)
+                                        for r in early]
+    in_flight = [r for r in delivered if limited.at < r.at < pause_until]
+    assert all(claimed_at[r.text] <= got_429 for r in in_flight)  # sent before it came back
+    assert any(r.at >= pause_until for r in delivered)  # and sending resumed
     times = sorted(r.at for r in bot.received)
     assert max_in_window(times) <= RATE + 2 * THREADS  # the limit plus one in flight a thread
     before = [t for t in times if t <= limited.at]
     assert (len(before) - 1) / (before[-1] - before[0]) <= RATE * 1.02
     assert count_logged(tmp_path, "outcome=sent") == NOTICES
+
+
+def claim_times(database: str) -> dict[str, float]:
+    with psycopg.connect(database) as conn:
+        rows = conn.execute("select payload->>'text', claimed_at from notifications").fetchall()
+    return {text: at.timestamp() for text, at in rows}
+
+
+def dead_letters(database: str) -> list[tuple[str, str]]:
+    with psycopg.connect(database) as conn:
+        return conn.execute("select actor_name, reason || ': ' || coalesce(exception, '') "
+                            "from dead_letters").fetchall()
 
 
 def count_sent(database: str) -> int:

@@ -81,6 +81,29 @@ def test_the_actor_turns_a_wait_for_a_rate_token_into_a_retry_with_that_delay(po
     assert actors.notifications.retry_when(actors.notifications.ATTEMPTS, RuntimeError()) is False
 
 
+def test_a_pause_that_began_after_the_token_was_taken_holds_the_claimed_notice_back(
+        pool, sent, bot, monkeypatch):
+    from lapse.ports import telegram
+
+    user = user_with_chat(pool)
+    notice = receipt(pool, user)
+    claim = notifications.claim
+
+    def claim_then_a_429_elsewhere(conn, notification_id, *, now):
+        claimed = claim(conn, notification_id, now=now)
+        telegram.rate_limiter().pause.set(30)
+        return claimed
+
+    monkeypatch.setattr(notifications, "claim", claim_then_a_429_elsewhere)
+    sent.clear()
+    assert deliver(pool, notice) == "paused"
+    assert bot.received == []
+    [row] = notice_rows(pool, user)
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+    [again] = sent
+    assert again.args == (notice,) and again.delay_ms > 29_000
+
+
 def test_a_user_who_pays_one_second_before_the_6h_notice_is_sent_gets_no_notice(pool, sent, bot):
     start = now()
     paying, waiting = user_with_chat(pool, 6001), user_with_chat(pool, 6002)

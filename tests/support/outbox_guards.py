@@ -22,6 +22,9 @@ M = [
   "        wait = telegram.rate_limiter().try_acquire(seen.telegram_id)\n",
   "        wait = 0\n",
   TP + "test_two_worker_processes_share_the_rate_and_the_429_pause"),
+ ("the pause re-checked between the claim and the request", F,
+  "    if paused > 0:  # a 429 reached another sender", "    if False:  # a 429 reached another sender",
+  TA + "test_a_pause_that_began_after_the_token_was_taken_holds_the_claimed_notice_back"),
  ("the claim only from pending (the row is locked; the check is the claim's one guard)", D,
   '    if row["status"] != "pending":\n        return f"already {row[\'status\']}"\n', "",
   TD + "test_the_claim_renders_the_users_language_and_marks_the_row_sending"),
@@ -55,7 +58,7 @@ M = [
   "where status = 'pending' and coalesce(next_attempt_at, created_at) <= %(due_before)s\n  and id > %(after)s",
   "where status = 'pending'\n  and id > %(after)s",
   TA + "test_sweep_outbox_sends_overdue_unclaimed_rows_again_once"),
- ("an overdue row is re-sent at most once per margin: both the update's re-check and, with the filter off,",
+ ("an overdue row is re-sent at most once per margin: the update's re-check, the read's filter off",
   S, "where id = %(id)s and status = 'pending' and coalesce(next_attempt_at, created_at) <= %(due_before)s\nreturning id",
   "where id = %(id)s\nreturning id",
   TA + "test_sweep_outbox_sends_overdue_unclaimed_rows_again_once"),
@@ -80,7 +83,7 @@ def main(only: list[str]) -> None:
         text = f.read_text()
         assert text.count(old) == 1, (name, text.count(old))
         changed = text.replace(old, new)
-        if "with the filter off" in name:  # the read's filter backs it up: off for this one
+        if "filter off" in name:  # the read's filter backs it up: off for this one
             changed = changed.replace(M[i - 1][2], M[i - 1][3])
         f.write_text(changed)
         try:
