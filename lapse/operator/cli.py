@@ -144,9 +144,10 @@ def _parser() -> argparse.ArgumentParser:
     panels.add_arguments(commands)
 
     demo = commands.add_parser("demo", help="a synthetic population through simulated days")
-    demo.add_argument("--users", type=_positive, default=60)
-    demo.add_argument("--days", type=_positive, default=3)
+    demo.add_argument("--users", type=_positive, default=2000)
+    demo.add_argument("--days", type=_positive, default=30)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
@@ -407,7 +408,7 @@ def cmd_panel(args: argparse.Namespace, config: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
     from lapse.operator import demo
 
-    return demo.run(config, users=args.users, days=args.days, seed=args.seed)
+    return demo.run(config, users=args.users, days=args.days, seed=args.seed, as_json=args.json)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {

@@ -10,11 +10,11 @@ failure opens it again. The state is a Prometheus gauge per port
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 from prometheus_client import Gauge
 
+from lapse.platform import clock as app_clock
 from lapse.platform.errors import RetryableError
 
 STATE = Gauge("lapse_circuit_state", "0 closed, 1 half-open, 2 open", ["port"])
@@ -33,8 +33,10 @@ class CircuitOpen(RetryableError):
 
 class CircuitBreaker:
     def __init__(self, port: str, *, threshold: int = 5, cooldown: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.port, self.threshold, self.cooldown, self.clock = port, threshold, cooldown, clock
+                 clock: Callable[[], float] | None = None) -> None:
+        self.port, self.threshold, self.cooldown = port, threshold, cooldown
+        # the application clock, so a simulation's breakers cool down on simulated time
+        self.clock = clock or _app_seconds
         self.failures = 0
         self.opened_at: float | None = None
         self.probing = False
@@ -75,3 +77,7 @@ class CircuitBreaker:
 
     def _publish(self) -> None:
         STATE.labels(self.port).set(_VALUES[self.state])
+
+
+def _app_seconds() -> float:
+    return app_clock.now().timestamp()
