@@ -26,6 +26,7 @@ import random
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -126,6 +127,7 @@ class Demo:
         self.uploads: list[str] = []
         self.invoices_to_pay: list[tuple[datetime, str]] = []
         self.sessions = 0
+        self.seconds: Counter[str] = Counter()  # wall time per action kind (benchmarks)
 
     def count(self, what: str) -> None:
         self.done[what] = self.done.get(what, 0) + 1
@@ -136,7 +138,9 @@ class Demo:
         if action.kind != "record":
             self.flush_uploads()
         handler: Callable[[Action], str | None] = getattr(self, f"do_{action.kind}")
+        started = time.perf_counter()
         outcome = handler(action)
+        self.seconds[action.kind] += time.perf_counter() - started
         self.count(f"{action.kind}_{outcome}" if outcome else action.kind)
         return None
 
@@ -370,6 +374,9 @@ def _simulate(broker: Any, world: World, store: s3.S3RecordingStore, *, users: i
     finally:
         progress.close()
         sim.close()
+        spent = sim.seconds + demo.seconds
+        print("lapse demo: wall time by part: " + ", ".join(
+            f"{name} {seconds:.1f}s" for name, seconds in spent.most_common()), file=sys.stderr)
     return {"end": end, "planned": dict(script.planned), "done": demo.done,
             "faults": dict(faults.injected), "outcomes": dict(sim.outcomes),
             "retries_waiting": len(sim.delayed), "sweep_runs": len(sim.runs)}

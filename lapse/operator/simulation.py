@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -53,6 +54,7 @@ class Simulation:
     runs: list[tuple[datetime, str]] = field(default_factory=list)
     observers: list[Callable[[Simulation], None]] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
+    seconds: Counter[str] = field(default_factory=Counter)  # wall time per sweep (benchmarks)
 
     def __post_init__(self) -> None:
         self._seq = itertools.count()
@@ -98,7 +100,7 @@ class Simulation:
         self.dead.append(message)
         self.outcomes["dead_lettered"] += 1
         actor = self.broker.get_actor(message.actor_name)
-        dead = Message(queue_name=actor.queue_name, actor_name=message.actor_name,
+        dead: Message[Any] = Message(queue_name=actor.queue_name, actor_name=message.actor_name,
                        args=message.args, kwargs=message.kwargs, options={})
         with self.pool.connection() as conn, transaction(conn):
             dead_letters.archive(conn, self.broker, dead, error, "simulation")
@@ -130,9 +132,11 @@ class Simulation:
                 self.retries.pop(id(message), None)
 
     def run_sweep(self, name: str) -> dict[str, Any]:
+        started = time.perf_counter()
         counts = sweeps.run_sweep(self.pool, name, now=self.now, budget_seconds=float("inf"))
         self.runs.append((self.now, name))
         self.drain()
+        self.seconds[f"sweep_{name}"] += time.perf_counter() - started
         return counts
 
     def advance(self, until: datetime, step: timedelta = timedelta(minutes=15)) -> None:
