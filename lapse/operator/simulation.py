@@ -54,7 +54,7 @@ class Simulation:
     runs: list[tuple[datetime, str]] = field(default_factory=list)
     observers: list[Callable[[Simulation], None]] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
-    seconds: Counter[str] = field(default_factory=Counter)  # wall time per sweep (benchmarks)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per sweep (benchmarks)
 
     def __post_init__(self) -> None:
         self._seq = itertools.count()
@@ -136,7 +136,8 @@ class Simulation:
         counts = sweeps.run_sweep(self.pool, name, now=self.now, budget_seconds=float("inf"))
         self.runs.append((self.now, name))
         self.drain()
-        self.seconds[f"sweep_{name}"] += time.perf_counter() - started
+        key = f"sweep_{name}"
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - started
         return counts
 
     def advance(self, until: datetime, step: timedelta = timedelta(minutes=15)) -> None:
