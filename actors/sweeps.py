@@ -66,6 +66,12 @@ def sweep_crypto_payments(tick_minute: str | None = None, cursor: dict[str, Any]
 
 
 @lapse_actor(**SWEEP_OPTIONS)
+def sweep_outbox(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
+    """Every minute: settle claims with no outcome by delivery class, re-send overdue notices (N1)."""
+    _run("outbox", tick_minute, cursor)
+
+
+@lapse_actor(**SWEEP_OPTIONS)
 def sweep_trial_notifications(tick_minute: str | None = None, cursor: dict[str, Any] | None = None) -> None:
     """Every 5 min: trial-ending notices (A4)."""
     _run("trial_notifications", tick_minute, cursor)

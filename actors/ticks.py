@@ -77,6 +77,12 @@ def tick_crypto_payments() -> None:
     _claim("crypto_payments")
 
 
+@lapse_actor(**TICK_OPTIONS, periodic=cron(sweeps.SWEEPS["outbox"].cron))
+def tick_outbox() -> None:
+    """periodiq trigger of sweep_outbox: claim the tick, send the sweep."""
+    _claim("outbox")
+
+
 @lapse_actor(**TICK_OPTIONS, periodic=cron(sweeps.SWEEPS["trial_notifications"].cron))
 def tick_trial_notifications() -> None:
     """periodiq trigger of sweep_trial_notifications: claim the tick, send the sweep."""

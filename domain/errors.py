@@ -16,7 +16,7 @@ from lapse.platform.errors import (
 
 __all__ = ["ActivationBusy", "InvalidArguments", "InvalidPanel", "LapseError", "NoPanelHoldsKey",
            "PermanentError", "RetryableError", "UnknownPanel", "UnknownSubscription",
-           "UnknownSweep", "UnknownUser"]
+           "UnknownNotification", "UnknownSweep", "UnknownUser"]
 
 
 class UnknownUser(PermanentError):
@@ -65,3 +65,11 @@ class NoPanelHoldsKey(RetryableError):
     def __init__(self, subscription_id: int, problems: str) -> None:
         super().__init__(f"subscription {subscription_id}: no panel holds its key ({problems})")
         self.subscription_id = subscription_id
+
+
+class UnknownNotification(PermanentError):
+    """A notification id with no row in ``notifications``; nothing was sent."""
+
+    def __init__(self, notification_id: int) -> None:
+        super().__init__(f"no notification with id {notification_id}")
+        self.notification_id = notification_id

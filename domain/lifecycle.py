@@ -17,9 +17,8 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import Connection
-from psycopg.types.json import Jsonb
 
-from domain import keys, ledger
+from domain import keys, ledger, notifications
 from domain.errors import PermanentError
 from domain.retention import lock_user, request_restore, request_tagging
 from lapse.platform.after_commit import send_after_commit
@@ -73,10 +72,10 @@ def expire_if_due(conn: Connection[Any], subscription_id: int, user_id: int, *, 
             return None
         _end(conn, sub, ended_at=now, event="activation_failed", now=now)
         credited = _credit_payments(conn, sub, reason="activation_refund", now=now)
-        conn.execute(SQL["notify"], {"user_id": user_id, "kind": "activation_failed",
-                                     "key": f"activation_failed:{subscription_id}",
-                                     "payload": Jsonb({"subscription_id": subscription_id,
-                                                       "credited": credited}), "now": now})
+        notifications.queue(conn, user_id, "activation_failed",
+                            f"activation_failed:{subscription_id}",
+                            {"subscription_id": subscription_id, "credited": credited,
+                             **_currency(conn, sub)}, now=now)
         return Expired(subscription_id, user_id, "activation_deadline")
     pending_trial = sub["kind"] == "trial" and sub["status"] == "pending"  # §3a: ends unactivated
     if (sub["status"] not in ("active", "cancelled", "grace") and not pending_trial) \
@@ -226,7 +225,16 @@ def refund(conn: Connection[Any], subscription_id: int, *, now: datetime,
     if credit > 0:
         ledger.post(conn, sub["user_id"], credit, reason="refund",
                     ref=f"subscription:{subscription_id}", now=now)
+    notifications.queue(conn, sub["user_id"], "refunded", f"refunded:{subscription_id}",
+                        {"subscription_id": subscription_id, "credited": credit,
+                         **_currency(conn, sub)}, now=now)
     return credit
+
+
+def _currency(conn: Connection[Any], sub: Any) -> dict[str, str]:
+    """The currency of the subscription's plan, for a notice's amounts (none for a trial)."""
+    row: Any = conn.execute(SQL["plan_currency"], {"id": sub["id"]}).fetchone()
+    return {"currency": row["currency"]} if row is not None else {}
 
 
 def _credit_payments(conn: Connection[Any], sub: dict[str, Any], *, reason: str,

@@ -19,9 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import Connection
-from psycopg.types.json import Jsonb
 
-from domain import ledger, lifecycle
+from domain import ledger, lifecycle, notifications
 from domain.errors import PermanentError
 from domain.retention import lock_user
 from lapse.platform.faults import fault_point
@@ -118,10 +117,13 @@ def finalize_purchase(conn: Connection[Any], payment: Payment, *, now: datetime,
     else:
         granted = lifecycle.apply_plan(conn, purchase["user_id"], purchase["plan_code"], now=now)
         _reward_referrer(conn, purchase, referral_reward, now)
+    payment_id = _record(conn, purchase, payment, "purchase", granted, now, query="settle")
+    notifications.queue(conn, purchase["user_id"], "payment_credited",
+                        f"payment_credited:{payment.provider}:{payment.provider_payment_id}",
+                        {"purchase_id": purchase["id"], "purchase_kind": purchase["kind"],
+                         "amount": payment.amount, "currency": payment.currency}, now=now)
     fault_point("finalize.money_moved")
-    return Finalized("paid", _record(conn, purchase, payment, "purchase", granted, now,
-                                     query="settle"),
-                     granted.subscription_id if granted else None)
+    return Finalized("paid", payment_id, granted.subscription_id if granted else None)
 
 
 class _PromoExhausted(Exception):
@@ -187,11 +189,10 @@ def _fail(conn: Connection[Any], purchase: Any, payment: Payment, problem: str,
                     ref=f"{payment.provider}:{payment.provider_payment_id}", now=now)
         credited = payment.amount
     payment_id = _record(conn, purchase, payment, "unmatched", None, now)
-    conn.execute(SQL["notify"], {
-        "user_id": purchase["user_id"], "kind": "payment_unmatched",
-        "key": f"payment_unmatched:{payment.provider}:{payment.provider_payment_id}",
-        "payload": Jsonb({"purchase_id": purchase["id"], "problem": problem,
-                          "credited": credited, "currency": payment.currency}), "now": now})
+    notifications.queue(conn, purchase["user_id"], "payment_unmatched",
+                        f"payment_unmatched:{payment.provider}:{payment.provider_payment_id}",
+                        {"purchase_id": purchase["id"], "problem": problem,
+                         "credited": credited, "currency": payment.currency}, now=now)
     return Finalized("failed", payment_id, None, credited, problem)
 
 

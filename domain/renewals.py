@@ -23,9 +23,8 @@ from typing import Any
 
 import psycopg
 from psycopg import Connection
-from psycopg.types.json import Jsonb
 
-from domain import ledger
+from domain import ledger, notifications
 from lapse.platform.faults import fault_point
 from lapse.platform.sql import queries
 
@@ -67,8 +66,9 @@ def _renew_one(conn: Connection[Any], sub: Any, now: datetime) -> str:
             fault_point("renewal.debited")
             conn.execute(SQL["renew"], params | {
                 "period": timedelta(days=sub["period_days"]), "amount": sub["price"],
-                "currency": sub["currency"], "payment_id": f"renewal:{sub['id']}:{period}",
-                "key": f"renewed:{sub['id']}:{period}", "payload": _payload(sub)})
+                "currency": sub["currency"], "payment_id": f"renewal:{sub['id']}:{period}"})
+            notifications.queue(conn, sub["user_id"], "renewed", f"renewed:{sub['id']}:{period}",
+                                _payload(sub), now=now)
             fault_point("renewal.extended")
         return "renewed"
     except ledger.InsufficientBalance:
@@ -93,10 +93,10 @@ def _cannot_pay(conn: Connection[Any], sub: Any, params: dict[str, Any], now: da
 
 
 def _notify(conn: Connection[Any], sub: Any, kind: str, now: datetime) -> None:
-    conn.execute(SQL["notify"], {
-        "user_id": sub["user_id"], "kind": kind, "now": now,
-        "key": f"{kind}:{sub['id']}:{sub['expires_at'].isoformat()}", "payload": _payload(sub)})
+    notifications.queue(conn, sub["user_id"], kind,
+                        f"{kind}:{sub['id']}:{sub['expires_at'].isoformat()}", _payload(sub),
+                        now=now)
 
 
-def _payload(sub: Any) -> Jsonb:
-    return Jsonb({"subscription_id": sub["id"], "price": sub["price"], "currency": sub["currency"]})
+def _payload(sub: Any) -> dict[str, Any]:
+    return {"subscription_id": sub["id"], "price": sub["price"], "currency": sub["currency"]}

@@ -91,7 +91,5 @@ where subscription_id = %(id)s and kind in ('purchase', 'renewal')
 select coalesce(sum(amount), 0) as paid from payments
 where subscription_id = %(id)s and kind in ('purchase', 'renewal')
 
--- name: notify
-insert into notifications (user_id, kind, idempotency_key, payload, created_at)
-values (%(user_id)s, %(kind)s, %(key)s, %(payload)s, %(now)s)
-on conflict (idempotency_key) do nothing
+-- name: plan_currency
+select p.currency from subscriptions s join plans p on p.code = s.plan_code where s.id = %(id)s

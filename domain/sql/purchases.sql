@@ -34,11 +34,6 @@ where u.id = %(user_id)s and u.referred_by is not null
                   where p.user_id = u.id and p.kind = 'plan' and p.status = 'paid'
                     and p.id <> %(purchase_id)s)
 
--- name: notify
-insert into notifications (user_id, kind, idempotency_key, payload, created_at)
-values (%(user_id)s, %(kind)s, %(key)s, %(payload)s, %(now)s)
-on conflict (idempotency_key) do nothing
-
 -- name: settle
 -- The purchase becomes paid and gets its one payment (with the period a
 -- plan payment pays for, §3a): one statement.

@@ -23,7 +23,7 @@ for update of s, u skip locked
 
 -- name: renew
 -- Extend from the old end, record the payment (unique per period start),
--- the event and the "renewed" notice: one statement.
+-- and the event: one statement (the "renewed" notice follows in the same savepoint).
 with renewed as (
     update subscriptions
     set expires_at = expires_at + %(period)s, status = 'active', last_auto_renewal_at = %(now)s
@@ -35,13 +35,9 @@ with renewed as (
     select %(user_id)s, id, 'balance', %(payment_id)s, %(amount)s, %(currency)s, 'renewal',
            %(period_start)s, %(period_start)s + %(period)s, %(now)s
     from renewed
-), noted as (
-    insert into subscription_events (subscription_id, user_id, type, created_at)
-    select id, %(user_id)s, 'renewed', %(now)s from renewed
 )
-insert into notifications (user_id, kind, idempotency_key, payload, created_at)
-select %(user_id)s, 'renewed', %(key)s, %(payload)s, %(now)s from renewed
-on conflict (idempotency_key) do nothing
+insert into subscription_events (subscription_id, user_id, type, created_at)
+select id, %(user_id)s, 'renewed', %(now)s from renewed
 
 -- name: to_grace
 update subscriptions set status = 'grace' where id = %(id)s and status = 'active'
@@ -52,8 +48,3 @@ update subscriptions set renewal_failed_notified_for = %(period_start)s where id
 -- name: event
 insert into subscription_events (subscription_id, user_id, type, created_at)
 values (%(id)s, %(user_id)s, %(type)s, %(now)s)
-
--- name: notify
-insert into notifications (user_id, kind, idempotency_key, payload, created_at)
-values (%(user_id)s, %(kind)s, %(key)s, %(payload)s, %(now)s)
-on conflict (idempotency_key) do nothing

@@ -12,15 +12,13 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from lapse.flows import activation, money_sweeps, reconcile, retention_sweeps
+from lapse.flows import activation, money_sweeps, notifications, reconcile, retention_sweeps
 from lapse.platform import sweeps as runner
 from lapse.platform.errors import UnknownSweep
 from lapse.platform.sweeps import DAILY_CHECK_CRON, Sweep, SweepContext, claim_tick
 
 __all__ = ["DAILY_CHECK_CRON", "SWEEPS", "Sweep", "SweepContext", "claim_tick", "get",
            "missed_daily_sweeps", "run_sweep"]
-
-_ACCESS = "SPEC §6 access keys and notifications (issues 10 and 11)"
 
 SWEEPS: dict[str, Sweep] = {
     s.name: s
@@ -32,9 +30,10 @@ SWEEPS: dict[str, Sweep] = {
         Sweep("fast_expiry", "* * * * *", retention_sweeps.sweep_fast_expiry),
         Sweep("activations", "* * * * *", activation.sweep_activations),
         Sweep("crypto_payments", "* * * * *", money_sweeps.sweep_crypto_payments),
-        Sweep("trial_notifications", "*/5 * * * *", None, pending=_ACCESS),
+        Sweep("outbox", "* * * * *", notifications.sweep_outbox),
+        Sweep("trial_notifications", "*/5 * * * *", notifications.sweep_trial_notifications),
         Sweep("reconcile", "*/10 * * * *", reconcile.sweep_reconcile),
-        Sweep("reminders", "0 10 * * *", None, daily_at=time(10, 0), pending=_ACCESS),
+        Sweep("reminders", "0 10 * * *", notifications.sweep_reminders, daily_at=time(10, 0)),
     )
 }
 

@@ -61,7 +61,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_TELEGRAM_TIMEOUT_SECONDS", "10", "Connect and read timeout of one `sendMessage`; a read timeout leaves delivery unknown."),
     Variable("LAPSE_TELEGRAM_RATE_PER_SECOND", "30", "Messages per second to Telegram in all, shared by every worker thread and process (a decimal number)."),
     Variable("LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND", "1", "Messages per second to one chat, shared likewise (a decimal number; `0.5` is one every 2 s)."),
-    Variable("LAPSE_TELEGRAM_BURST", "1", "Sends above the overall rate a sender may make to use slots it came back late for; any 1-second window holds at most rate + burst − 1."),
+    Variable("LAPSE_TELEGRAM_BURST", "2", "Sends above the overall rate a sender may make to use slots it came back late for; any 1-second window holds at most rate + burst − 1."),
+    Variable("LAPSE_TRIAL_NOTICE_HOURS", "6,1", "Hours before a trial ends at which `sweep_trial_notifications` writes a trial-ending notice (comma-separated, A4)."),
+    Variable("LAPSE_REMINDER_DAYS", "3,1", "Days before a paid subscription that will not renew by itself ends at which `sweep_reminders` writes a reminder (comma-separated, A6)."),
     Variable("LAPSE_ALLOW_CLOCK_OVERRIDE", "0", "`1` lets state-changing commands take `--now` (tests, demos)."),
     Variable("LAPSE_BILLING_GRACE_HOURS", "72", "Billing grace after a failed renewal, in hours."),
     Variable("LAPSE_DB_POOL_SIZE", "12", "Connections per process: worker threads (8) plus a margin."),
@@ -133,7 +135,9 @@ class Settings:
     telegram_timeout: float = 10.0
     telegram_rate: float = 30.0
     telegram_chat_rate: float = 1.0
-    telegram_burst: int = 1
+    telegram_burst: int = 2
+    trial_notice_offsets: tuple[timedelta, ...] = (timedelta(hours=6), timedelta(hours=1))
+    reminder_offsets: tuple[timedelta, ...] = (timedelta(days=3), timedelta(days=1))
 
     @property
     def embedded(self) -> bool:
@@ -218,6 +222,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         panel_max_backoff_ms=_positive_int(raw("LAPSE_PANEL_MAX_BACKOFF_MS"),
                                            "LAPSE_PANEL_MAX_BACKOFF_MS"),
         trial_days=_positive_int(raw("LAPSE_TRIAL_DAYS"), "LAPSE_TRIAL_DAYS"),
+        trial_notice_offsets=_offsets(raw("LAPSE_TRIAL_NOTICE_HOURS"), "LAPSE_TRIAL_NOTICE_HOURS",
+                                      timedelta(hours=1)),
+        reminder_offsets=_offsets(raw("LAPSE_REMINDER_DAYS"), "LAPSE_REMINDER_DAYS",
+                                  timedelta(days=1)),
     )
 
 
@@ -285,6 +293,18 @@ def _positive_number(value: str | None, name: str) -> float:
     if not math.isfinite(number) or number <= 0:
         raise ConfigError(name, f"must be a positive number, got {value!r}")
     return number
+
+
+def _offsets(value: str | None, name: str, unit: timedelta) -> tuple[timedelta, ...]:
+    """A comma-separated list of positive numbers of ``unit``, largest first."""
+    try:
+        numbers = [float(part) for part in (value or "").split(",")]
+    except ValueError:
+        raise ConfigError(name, f"must be positive numbers separated by commas, got {value!r}"
+                          ) from None
+    if not numbers or any(not math.isfinite(n) or n <= 0 for n in numbers):
+        raise ConfigError(name, f"must be positive numbers separated by commas, got {value!r}")
+    return tuple(sorted((unit * n for n in set(numbers)), reverse=True))
 
 
 def _flag(value: str | None, name: str) -> bool:

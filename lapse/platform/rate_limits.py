@@ -123,7 +123,9 @@ def store_for(config: Settings) -> Store:
     if config.broker == "redis":
         from lapse.platform.rate_limits_redis import RedisStore
 
-        return RedisStore.from_url(config.redis_url or "")
+        # under the broker's namespace: deployments (and test runs) sharing a Redis database
+        # keep their limits and pauses apart
+        return RedisStore.from_url(config.redis_url or "", prefix=f"{config.redis_namespace}:lapse")
     if config.broker == "postgres":
         from lapse.platform import db
         from lapse.platform.rate_limits_postgres import PostgresStore

@@ -6,6 +6,8 @@ from typing import Any
 import dramatiq
 import pytest
 
+from tests.support.outbox import bot  # noqa: F401  (a fixture: the fake Bot API as Telegram)
+
 
 @pytest.fixture
 def stub_worker(pool) -> Iterator[tuple[Any, Any]]:

@@ -136,6 +136,6 @@ def test_every_spec_actor_is_registered():
                 "finalize_purchase", "send_notification", "send_broadcast"} | {
         f"sweep_{n}" for n in ("lapses", "retention", "purge", "auto_renewals", "fast_expiry",
                                "activations", "trial_notifications", "reconcile",
-                               "crypto_payments", "reminders")}
+                               "crypto_payments", "reminders", "outbox")}
     assert expected <= names
     assert all(isinstance(actors.broker.get_actor(n), dramatiq.Actor) for n in expected)

@@ -32,6 +32,18 @@ def balance(pool, user):
     return one(pool, "select balance from users where id = %s", user)["balance"]
 
 
+def notice(pool, user, kind):
+    """The id of the user's one notice of ``kind``."""
+    [row] = one_all(pool, "select id from notifications where user_id = %s and kind = %s",
+                    user, kind)
+    return row["id"]
+
+
+def one_all(pool, sql, *params):
+    with pool.connection() as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 def subs(pool, user):
     with pool.connection() as conn:
         return conn.execute("select id, kind, status, expires_at, access_key from subscriptions "
@@ -56,7 +68,8 @@ def test_a_plan_for_a_new_user_is_a_pending_row_activated_after_commit(pool, sen
     assert (row["kind"], row["status"], row["expires_at"]) == ("paid", "pending", T + 30 * DAY)
     assert row["access_key"] is not None and done.subscription_id == row["id"]
     assert [(m.actor_name, m.args) for m in sent] == [
-        ("activate_subscription", (row["id"],)), ("restore_recordings", (user,))]
+        ("activate_subscription", (row["id"],)), ("restore_recordings", (user,)),
+        ("send_notification", (notice(pool, user, "payment_credited"),))]
 
 
 def test_a_plan_converts_an_active_trial_and_moves_its_key(pool, sent):
@@ -417,6 +430,5 @@ def test_a_paid_row_still_pending_after_the_activation_deadline_expires_and_is_r
     assert ended.rule == "activation_deadline"
     [row] = subs(pool, user)
     assert row["status"] == "expired" and row["access_key"] is None and balance(pool, user) == 500
-    assert one(pool, "select kind from notifications where user_id = %s", user)["kind"] == \
-        "activation_failed"
+    assert notice(pool, user, "activation_failed")
     assert ("tag_recordings", (user,)) in [(m.actor_name, m.args) for m in sent]

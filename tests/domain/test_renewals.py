@@ -17,6 +17,7 @@ from tests.conftest import ROOT
 from tests.support import factories as make
 from tests.support.factories import given
 
+pytestmark = pytest.mark.usefixtures("sent")  # the notices' send_notification, recorded
 T = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 DAY, HOUR, WINDOW = timedelta(days=1), timedelta(hours=1), timedelta(hours=12)
 GRACE = timedelta(days=3)

@@ -71,7 +71,7 @@ def test_secrets_never_appear_in_the_settings_repr():
 
 def test_telegram_rates_are_decimal_numbers_and_a_bad_token_is_not_echoed():
     config = load_settings({"LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND": "0.5"})
-    assert (config.telegram_rate, config.telegram_chat_rate, config.telegram_burst) == (30, 0.5, 1)
+    assert (config.telegram_rate, config.telegram_chat_rate, config.telegram_burst) == (30, 0.5, 2)
     with pytest.raises(ConfigError) as error:
         load_settings({"LAPSE_TELEGRAM_TOKEN": "123:secret part/with a slash"})
     assert error.value.variable == "LAPSE_TELEGRAM_TOKEN" and "secret" not in str(error.value)

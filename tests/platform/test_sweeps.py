@@ -62,7 +62,8 @@ def test_cadences_follow_the_spec():
     assert cron["lapses"] == "0 * * * *" and cron["retention"] == "30 1 * * *"
     assert cron["purge"] == "0 3 * * *" and cron["auto_renewals"] == "*/10 * * * *"
     assert cron["trial_notifications"] == "*/5 * * * *" and cron["reconcile"] == "*/10 * * * *"
-    assert {cron[n] for n in ("fast_expiry", "activations", "crypto_payments")} == {"* * * * *"}
+    assert {cron[n] for n in ("fast_expiry", "activations", "crypto_payments", "outbox")} == {
+        "* * * * *"}
 
 
 def test_a_sweep_out_of_budget_records_a_continued_run_and_resends_itself_with_its_cursor(
