@@ -6,6 +6,10 @@ triggers (``actors/ticks.py``) are registered here too, so the worker can run
 them; ``schedules.py`` imports this package, never the other way round.
 """
 
+# isort: off
+# First: prometheus_client must see this worker's metrics folder before anything imports it.
+from lapse.platform import metrics_setup  # noqa: F401
+# isort: on
 from actors import access, keys, money, notifications, retention, sweeps, ticks
 from lapse.platform.brokers import broker
 

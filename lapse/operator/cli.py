@@ -46,6 +46,18 @@ def _duration(text: str) -> timedelta:
     return timedelta(**{unit: amount})
 
 
+def _since(text: str) -> datetime | timedelta:
+    try:
+        return clock.parse_time(text)
+    except ValueError:
+        pass  # not a time: a duration back from now
+    try:
+        return _duration(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"not a time or a duration: {text!r} (e.g. 2026-11-01T00:00:00Z or 7d)") from None
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -142,6 +154,30 @@ def _parser() -> argparse.ArgumentParser:
     from lapse.operator import panels
 
     panels.add_arguments(commands)
+
+    status = commands.add_parser(
+        "status", help="does anything need me? one screen; exit 1 when something does",
+        description="Overdue or failing sweeps, dead letters new since --since, queue depth and "
+                    "oldest message age, workers with a stale heartbeat, leaks and unapplied "
+                    "tagging batches, open circuit breakers, broadcasts in progress. Read-only.")
+    status.add_argument("--since", type=_time, help="dead letters after this time are new "
+                        "(default: 24 hours before --now)")
+    status.add_argument("--now", type=_time, help="evaluate as of this time (read-only)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    web = commands.add_parser(
+        "web", help="the web console (SPEC §7): read-only unless LAPSE_WEB_TOKEN is set",
+        description="Overview, sweeps, dead letters (bulk requeue or purge by filter after a "
+                    "dry run), user pages, daily charts; every page has a JSON twin (.json).")
+    web.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: it shows personal data)")
+    web.add_argument("--port", type=_positive, default=8080)
+    report = commands.add_parser("report", help="the charts and verdicts as one HTML page")
+    report.add_argument("--html", required=True, metavar="FILE", help="where to write the page")
+    report.add_argument("--since", type=_since, default=None,
+                        help="first day: a time or a duration back from now, e.g. 7d "
+                             "(default: 30 days)")
+    report.add_argument("--now", type=_time, help="evaluate as of this time (read-only)")
 
     demo = commands.add_parser("demo", help="a synthetic population through simulated days")
     demo.add_argument("--users", type=_positive, default=2000)
@@ -242,86 +278,16 @@ def _invariants(args: argparse.Namespace, config: Settings) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, config: Settings) -> int:
-    from domain import entitlement
-    from domain.retention import recording_counts
-    from domain.retention import state as retention_state
+    from lapse.operator import explain
 
     clock.override(args.now, changes_state=False, allowed=True)
-    at, grace = clock.now(), config.billing_grace
     with _pool().connection() as conn:
-        if conn.execute("select 1 from users where id = %s", (args.user_id,)).fetchone() is None:
-            raise BadInput(f"no user with id {args.user_id}")
-        found = entitlement.windows(conn, args.user_id, billing_grace=grace)
-        access = entitlement.has_access(conn, args.user_id, now=at, billing_grace=grace)
-        retention = entitlement.has_retention(conn, args.user_id, now=at, billing_grace=grace)
-        kept = recording_counts(conn, args.user_id)
-        state = retention_state(conn, args.user_id, now=at, billing_grace=grace)
-        key_lines = _key_lines(conn, args.user_id)
-    print(f"user {args.user_id} as of {at.isoformat()}")
-    print(f"  access:    {'yes' if access else 'no'}")
-    print(f"  retention: {'yes' if retention else 'no'}")
-    print("  sources (window [from, until)):")
-    for w in found:
-        mark = "holds" if w.holds(at) else "     "
-        print(f"    {mark} {w.policy:9} {w.source:26} #{w.ref_id:<8} "
-              f"{_when(w.valid_from, 'always')} .. {_when(w.valid_until, 'forever')}")
-    if not found:
-        print("    (none)")
-    upcoming = sorted({t for w in found for t in (w.valid_from, w.valid_until)
-                       if t is not None and t > at})
-    if upcoming:
-        print(f"  next change of a source: {upcoming[0].isoformat()}")
-    print(f"  recordings: {kept['audio']} with audio, {kept['tagged']} tagged for deletion")
-    print("  next: " + _next_retention_step(state, kept, at, config))
-    print("  access keys on the panels (from panel_clients; no panel is called):")
-    for line in key_lines or ["    (no key)"]:
-        print(line)
+        try:
+            found = explain.explain(conn, args.user_id, now=clock.now(), config=config)
+        except explain.UnknownUser as error:
+            raise BadInput(str(error)) from None
+    print("\n".join(explain.lines(found)))
     return EXIT_OK
-
-
-def _key_lines(conn: Any, user_id: int) -> list[str]:
-    """Each panel's state of the user's current key and of the keys that ended (SPEC §6, §7 explain)."""
-    from domain import keys, panels
-
-    current = keys.current_key(conn, user_id)
-    found = [] if current is None else [
-        (current["access_key"], f"current, subscription #{current['id']} {current['status']}")]
-    found += [(r["access_key"], f"ended, subscription #{r['subscription_id']} {r['type']} "
-               f"{r['created_at'].isoformat()}") for r in keys.ended_keys(conn, user_id)]
-    enabled = {p.id: p.name for p in panels.list_panels(conn, enabled_only=True)}
-    lines = []
-    for key, what in found:
-        lines.append(f"    key {key} ({what})")
-        rows = panels.client_states(conn, key)
-        for row in rows:
-            error = f", {row['attempts']} failed attempt(s), last: {row['last_error']}" \
-                if row["last_error"] else ""
-            lines.append(f"      {row['panel']:16} {row['state']:9} since "
-                         f"{row['updated_at'].isoformat()}{error}")
-        for panel_id, name in enabled.items():
-            if panel_id not in {r["panel_id"] for r in rows}:
-                lines.append(f"      {name:16} {'-':9} nothing recorded for this key on this panel")
-    return lines
-
-
-def _next_retention_step(state: Any, kept: Any, at: datetime, config: Settings) -> str:
-    if state.holds and state.holds_until is None:
-        return "retention never ends on its current sources; nothing to do" + (
-            "; tagged recordings are restored by restore_recordings" if kept["tagged"] else "")
-    if state.holds:
-        return (f"retention ends at {state.holds_until.isoformat()}; then tag_recordings "
-                "(sweep_lapses within the hour, or a retry waiting for that end)")
-    if kept["audio"]:
-        settled = state.ended_at + config.settle if state.ended_at else at
-        return (f"retention ended at {_when(state.ended_at, 'never held')}; the recordings with "
-                f"audio are tagged by tag_recordings, at the latest by sweep_retention after "
-                f"{max(settled, at).isoformat()}")
-    return "no retention and no audio kept; tagged objects are purged by sweep_purge " \
-        f"{config.purge_after.days} days after tagging"
-
-
-def _when(at: datetime | None, open_end: str) -> str:
-    return open_end if at is None else at.isoformat()
 
 
 def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
@@ -405,6 +371,40 @@ def cmd_panel(args: argparse.Namespace, config: Settings) -> int:
     return panels.run(args, config, _pool())
 
 
+def cmd_status(args: argparse.Namespace, config: Settings) -> int:
+    from lapse.operator import status
+
+    clock.override(args.now, changes_state=False, allowed=True)
+    now = clock.now()
+    since = args.since or now - timedelta(hours=24)
+    report = status.collect_status(_pool(), now=now, since=since, broker=_require_broker(config),
+                                   config=config)
+    print(report.to_json() if args.json else status.render(report))
+    return EXIT_FOUND if report.needs_attention else EXIT_OK
+
+def cmd_web(args: argparse.Namespace, config: Settings) -> int:
+    from lapse.operator.web import serve
+
+    pool = _pool()
+    serve.serve(pool, config, host=args.host, port=args.port,
+                broker=serve.lazy(lambda: _require_broker(config)))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, config: Settings) -> int:
+    from lapse.operator import report
+
+    clock.override(args.now, changes_state=False, allowed=True)
+    now = clock.now()
+    since = args.since if isinstance(args.since, datetime) else now - (args.since or timedelta(days=30))
+    found = report.write_html_report(_pool(), args.html, since=since, now=now, config=config)
+    failed = [v for v in found if not v.ok]
+    print(f"wrote {args.html}: {len(found) - len(failed)} of {len(found)} checks pass")
+    for v in failed:
+        print(f"  FAIL {v.name}: {v.detail}")
+    return EXIT_FOUND if failed else EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
     from lapse.operator import demo
 
@@ -414,7 +414,7 @@ def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "db": cmd_db, "sweep": cmd_sweep, "audit": cmd_audit, "explain": cmd_explain,
     "dlq": cmd_dlq, "embedded": cmd_embedded, "demo": cmd_demo, "refund": cmd_refund,
-    "panel": cmd_panel,
+    "panel": cmd_panel, "status": cmd_status, "web": cmd_web, "report": cmd_report,
 }
 
 

@@ -322,7 +322,7 @@ def run(config: Settings, *, users: int, days: int, seed: int, as_json: bool = F
                 audits = demo_audits.run_audits(db.pool(), store, world, now=result["end"])
             finally:
                 world.stop()
-        report = _html_report(config, result["end"], out)
+        report, verdicts = _html_report(config, result["end"])
         summary = demo_audits.summary(db.pool(), result, audits)
     finally:
         s3.install_store(previous_store)
@@ -332,9 +332,8 @@ def run(config: Settings, *, users: int, days: int, seed: int, as_json: bool = F
             print(json.dumps(summary, indent=2, sort_keys=True), file=out)
         else:
             demo_audits.print_summary(summary, out)
-            print(f"HTML report: {report}" if report else
-                  "HTML report: not available yet (lapse/operator/report.py, issue 12 item 4)",
-                  file=out)
+            print(f"HTML report: {report} (its verdicts: " + ", ".join(
+                f"{v.name} {'ok' if v.ok else 'FAIL'}" for v in verdicts) + ")", file=out)
             print(f"worker logs: {log_path}", file=out)
         print(f"lapse demo: finished in {time.monotonic() - started:.1f} s", file=sys.stderr)
     finally:
@@ -381,14 +380,10 @@ def _simulate(broker: Any, world: World, store: s3.S3RecordingStore, *, users: i
             "retries_waiting": len(sim.delayed), "sweep_runs": len(sim.runs)}
 
 
-def _html_report(config: Settings, now: datetime, out: Any) -> str | None:
-    """The HTML report of the run (``lapse report --html``), when that module is present."""
-    # REPORT CALL SITE (issue 12 item 4): the web branch builds lapse/operator/report.py
-    # with write_html_report(pool, path, *, since, now); until it is merged there is none.
-    try:
-        from lapse.operator import report  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+def _html_report(config: Settings, now: datetime) -> tuple[str, list[Any]]:
+    """The run's HTML report (``lapse report --html``): charts per simulated day and verdicts."""
+    from lapse.operator import report
+
     path = (Path(config.home) / "demo" / "report.html").resolve()
-    report.write_html_report(db.pool(), path, since=START, now=now)
-    return str(path)
+    verdicts = report.write_html_report(db.pool(), path, since=START, now=now, config=config)
+    return str(path), verdicts

@@ -28,6 +28,8 @@ from periodiq import PeriodiqMiddleware
 from lapse.platform import db
 from lapse.platform.config import Settings, settings
 from lapse.platform.dead_letters import DeadLetterArchive, archive_undecodable
+from lapse.platform.worker_metrics import worker_metrics
+from lapse.platform.workers import WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -89,17 +91,20 @@ class LapsePostgresBroker(PostgresBroker):
         )
 
 
-def _middleware(broker_name: str) -> list[dramatiq.Middleware]:
-    return [m() for m in default_middleware] + [
+def _middleware(config: Settings) -> list[dramatiq.Middleware]:
+    middleware = [m() for m in default_middleware] + [
         CurrentMessage(),
         PeriodiqMiddleware(skip_delay=TICK_MAX_AGE_SECONDS),
-        DeadLetterArchive(broker_name),
+        DeadLetterArchive(config.broker),
     ]
+    if config.broker != "stub":  # unit tests add it where they test it
+        middleware.append(WorkerHeartbeat(config.broker, config.heartbeat_seconds))
+    return middleware + worker_metrics()
 
 
 def build_broker(config: Settings) -> dramatiq.Broker:
     """A new broker of the configured kind, with Lapse's middleware."""
-    middleware = _middleware(config.broker)
+    middleware = _middleware(config)
     if config.broker == "redis":
         return LapseRedisBroker(url=config.redis_url, namespace=config.redis_namespace,
                                 middleware=middleware)

@@ -82,7 +82,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_CRYPTO_INVOICE_TTL_MINUTES", "60", "A crypto invoice's expires_in at Crypto Pay; an invoice still active 5 minutes past its expiry is deleted there, then its purchase expires (a payment seen within 3 days after is still credited)."),
     Variable("LAPSE_RENEWAL_WINDOW_HOURS", "12", "Auto-renewal charges a subscription this many hours before it ends."),
     Variable("LAPSE_REFERRAL_REWARD", "100", "Credit (minor units) to a referrer on the referred user's first paid plan."),
+    Variable("LAPSE_HEARTBEAT_SECONDS", "15", "How often each worker process writes its row in `worker_heartbeats`."),
+    Variable("LAPSE_HEARTBEAT_STALE_SECONDS", "60", "`lapse status` reports a running worker whose last heartbeat is older than this."),
+    Variable("LAPSE_QUEUE_AGE_ALERT_SECONDS", "600", "`lapse status` reports a queue whose oldest ready message waited longer than this."),
+    Variable("LAPSE_METRICS_PORT", "9191", "Port of the Prometheus exposition server the `dramatiq` command forks (`0`: no metrics)."),
+    Variable("LAPSE_METRICS_HOST", "127.0.0.1", "Address the exposition server listens on (`0.0.0.0` in compose)."),
+    Variable("LAPSE_METRICS_DIR", None, "Multiprocess folder of the worker metrics (cleared when the `dramatiq` command starts). Unset: `<tmp>/lapse-prometheus`."),
     Variable("LAPSE_S3_ACCOUNT_ID", None, "AWS account id that owns S3 Batch Operations jobs (required with the role)."),
+    Variable("LAPSE_WEB_TOKEN", None, "Token (16+ characters) the web console asks for before a bulk requeue or purge (form field or `Authorization: Bearer`). Unset: the console is read-only.", secret=True),
 )
 
 _BROKERS = ("redis", "postgres", "stub")
@@ -138,6 +145,13 @@ class Settings:
     telegram_burst: int = 2
     trial_notice_offsets: tuple[timedelta, ...] = (timedelta(hours=6), timedelta(hours=1))
     reminder_offsets: tuple[timedelta, ...] = (timedelta(days=3), timedelta(days=1))
+    heartbeat_seconds: int = 15
+    heartbeat_stale_seconds: int = 60
+    queue_age_alert_seconds: int = 600
+    metrics_port: int = 9191
+    metrics_host: str = "127.0.0.1"
+    metrics_dir: Path | None = None
+    web_token: str | None = field(default=None, repr=False)
 
     @property
     def embedded(self) -> bool:
@@ -187,6 +201,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         telegram_chat_rate=_positive_number(raw("LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND"),
                                             "LAPSE_TELEGRAM_CHAT_RATE_PER_SECOND"),
         telegram_burst=_positive_int(raw("LAPSE_TELEGRAM_BURST"), "LAPSE_TELEGRAM_BURST"),
+        web_token=_web_token(raw("LAPSE_WEB_TOKEN")),
         allow_clock_override=_flag(raw("LAPSE_ALLOW_CLOCK_OVERRIDE"), "LAPSE_ALLOW_CLOCK_OVERRIDE"),
         billing_grace=timedelta(
             hours=_positive_int(raw("LAPSE_BILLING_GRACE_HOURS"), "LAPSE_BILLING_GRACE_HOURS")
@@ -226,6 +241,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                                       timedelta(hours=1)),
         reminder_offsets=_offsets(raw("LAPSE_REMINDER_DAYS"), "LAPSE_REMINDER_DAYS",
                                   timedelta(days=1)),
+        heartbeat_seconds=_positive_int(raw("LAPSE_HEARTBEAT_SECONDS"), "LAPSE_HEARTBEAT_SECONDS"),
+        heartbeat_stale_seconds=_positive_int(raw("LAPSE_HEARTBEAT_STALE_SECONDS"),
+                                              "LAPSE_HEARTBEAT_STALE_SECONDS"),
+        queue_age_alert_seconds=_positive_int(raw("LAPSE_QUEUE_AGE_ALERT_SECONDS"),
+                                              "LAPSE_QUEUE_AGE_ALERT_SECONDS"),
+        metrics_port=_port(raw("LAPSE_METRICS_PORT"), "LAPSE_METRICS_PORT"),
+        metrics_host=raw("LAPSE_METRICS_HOST") or "127.0.0.1",
+        metrics_dir=Path(d).resolve() if (d := raw("LAPSE_METRICS_DIR")) else None,
     )
 
 
@@ -277,11 +300,28 @@ def _positive_int(value: str | None, name: str) -> int:
 _BOT_TOKEN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")
 
 
+def _port(value: str | None, name: str) -> int:
+    try:
+        number = int(value or "")
+    except ValueError:
+        raise ConfigError(name, f"must be a port number (0 to disable), got {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(name, f"must be a port number (0 to disable), got {value!r}")
+    return number
+
+
 def _bot_token(value: str | None) -> str | None:
     # The message never repeats the value: it is a secret.
     if value is not None and not _BOT_TOKEN.match(value):
         raise ConfigError("LAPSE_TELEGRAM_TOKEN",
                           "is not a bot token (digits, a colon, then letters, digits, - or _)")
+    return value
+
+
+def _web_token(value: str | None) -> str | None:
+    # The message never repeats the value: it is a secret.
+    if value is not None and len(value) < 16:
+        raise ConfigError("LAPSE_WEB_TOKEN", "is too short (16 characters at least)")
     return value
 
 
