@@ -7,7 +7,8 @@ step, drawn from the demo's seed: the simulation's requests reach the fakes
 one at a time in a fixed order, so the same seed meets the same faults.
 The ports' own in-call backoff is skipped (``_no_sleep``): on a simulated
 clock a real sleep would only cost wall time. Breakers and rate limits read
-the application clock, so they run on simulated time.
+the application clock, so they run on simulated time; the rate limits and
+pauses live in the demo's database, fresh each run.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domain import panels
-from lapse.platform import clock
+from lapse.platform import clock, db
 from lapse.platform.breaker import CircuitBreaker
 from lapse.platform.config import reset_settings, settings
-from lapse.platform.rate_limits import RateLimiter, store_for
+from lapse.platform.rate_limits import RateLimiter
+from lapse.platform.rate_limits_postgres import PostgresStore
 from lapse.ports import crypto_pay, panel, telegram
 from lapse.ports.fakes import crypto_pay as fake_crypto
 from lapse.ports.fakes import telegram as fake_telegram
@@ -94,7 +96,9 @@ class World:
             os.environ.pop(name, None)
         reset_settings()
         config = settings()
-        limiter = RateLimiter(store_for(config), "telegram", rate=config.telegram_rate,
+        # the demo database's own store, whatever the broker: it starts empty each run, so no
+        # earlier run's limits or pauses (a shared Redis keeps them an hour) change a number
+        limiter = RateLimiter(PostgresStore(db.pool()), "telegram", rate=config.telegram_rate,
                               per_key_rate=config.telegram_chat_rate, burst=config.telegram_burst)
         saved_ports = (crypto_pay.install_port(crypto_pay.CryptoPay(
             crypto.url, fake_crypto.TOKEN, timeout=5, sleep=_no_sleep,
