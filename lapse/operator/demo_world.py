@@ -7,8 +7,8 @@ step, drawn from the demo's seed: the simulation's requests reach the fakes
 one at a time in a fixed order, so the same seed meets the same faults.
 The ports' own in-call backoff is skipped (``_no_sleep``): on a simulated
 clock a real sleep would only cost wall time. Breakers and rate limits read
-the application clock, so they run on simulated time; the rate limits and
-pauses live in the demo's database, fresh each run.
+the application clock, so they run on simulated time; the demo's rate limits
+and pauses live in its process (it is the only sender), fresh each run.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domain import panels
-from lapse.platform import clock, db
+from lapse.platform import clock
 from lapse.platform.breaker import CircuitBreaker
 from lapse.platform.config import reset_settings, settings
-from lapse.platform.rate_limits import RateLimiter
-from lapse.platform.rate_limits_postgres import PostgresStore
+from lapse.platform.rate_limits import MemoryStore, RateLimiter
 from lapse.ports import crypto_pay, panel, telegram
 from lapse.ports.fakes import crypto_pay as fake_crypto
 from lapse.ports.fakes import telegram as fake_telegram
@@ -96,9 +95,10 @@ class World:
             os.environ.pop(name, None)
         reset_settings()
         config = settings()
-        # the demo database's own store, whatever the broker: it starts empty each run, so no
-        # earlier run's limits or pauses (a shared Redis keeps them an hour) change a number
-        limiter = RateLimiter(PostgresStore(db.pool()), "telegram", rate=config.telegram_rate,
+        # the demo is one process with one sender at a time: its limits and pauses live in its
+        # memory (the same GCRA as the shared stores), fresh each run, so no earlier run's state
+        # (a shared Redis keeps it an hour) changes a number, and a send costs no round trip
+        limiter = RateLimiter(MemoryStore(), "telegram", rate=config.telegram_rate,
                               per_key_rate=config.telegram_chat_rate, burst=config.telegram_burst)
         saved_ports = (crypto_pay.install_port(crypto_pay.CryptoPay(
             crypto.url, fake_crypto.TOKEN, timeout=5, sleep=_no_sleep,

@@ -82,14 +82,16 @@ class Simulation:
     def _schedule(self, message: PendingMessage, delay_ms: int | None,
                   error: BaseException | None = None) -> None:
         key = id(message)
-        self.retries[key] = self.retries.get(key, 0) + 1
+        retries = self.retries.get(key, 0)  # retries so far, as Dramatiq's Retries middleware counts
         options = self.broker.get_actor(message.actor_name).options
-        if self.retries[key] > options.get("max_retries", 20):
+        retry_when = options.get("retry_when")
+        if (not retry_when(retries, error) if retry_when is not None
+                else retries >= options.get("max_retries", 20)):
             self._dead(message, error)
             return
+        self.retries[key] = retries = retries + 1
         if delay_ms is None:  # a failure: the actor's exponential backoff, as Dramatiq's Retries
-            delay_ms = min(options.get("min_backoff", DRAMATIQ_MIN_BACKOFF_MS)
-                           * 2 ** (self.retries[key] - 1),
+            delay_ms = min(options.get("min_backoff", DRAMATIQ_MIN_BACKOFF_MS) * 2 ** (retries - 1),
                            options.get("max_backoff", DRAMATIQ_MAX_BACKOFF_MS))
         due = self.now + timedelta(milliseconds=delay_ms)
         heapq.heappush(self.delayed, (due, next(self._seq), message))
