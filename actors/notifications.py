@@ -1,4 +1,4 @@
-"""Notification actors (SPEC §6 N1, A6): ``send_notification``; ``send_broadcast`` is still a stub.
+"""Notification actors (SPEC §6 N1, A6): ``send_notification`` and ``send_broadcast``.
 
 ``send_notification`` is thin: it runs ``lapse.flows.notifications.deliver``
 and logs one line. When no rate token is free (a 429 pause, the overall or
@@ -18,12 +18,12 @@ import logging
 import dramatiq
 
 from actors.declare import lapse_actor
-from actors.pending import not_implemented
+from lapse.flows import broadcasts as broadcast_flow
 from lapse.flows import notifications as flows
 from lapse.platform import db
+from lapse.platform.config import settings
 
 logger = logging.getLogger(__name__)
-ISSUE = "SPEC §6 notifications (not yet filed as an issue)"
 ATTEMPTS = 200
 
 
@@ -45,5 +45,12 @@ def send_notification(notification_id: int) -> None:
 
 @lapse_actor(queue_name="notifications")
 def send_broadcast(broadcast_id: int) -> None:
-    """Send a broadcast to users without a subscription (A6). Not implemented yet: logs only."""
-    not_implemented("send_broadcast", ISSUE, broadcast_id=broadcast_id)
+    """Walk one step of a broadcast (A6): queue keyset pages of its audience, one
+    ``send_notification`` per user, then send itself again until it is done or cancelled."""
+    config = settings()
+    run = broadcast_flow.walk(db.pool(), broadcast_id,
+                              pace=broadcast_flow.Pace.from_settings(config),
+                              budget_seconds=config.sweep_budget_seconds)
+    logger.info(
+        "send_broadcast broadcast_id=%s outcome=%s batches=%s queued=%s next_in=%s",
+        broadcast_id, run.outcome, run.batches, run.queued, run.next_in)

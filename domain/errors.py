@@ -14,9 +14,10 @@ from lapse.platform.errors import (
     UnknownSweep,
 )
 
-__all__ = ["ActivationBusy", "InvalidArguments", "InvalidPanel", "LapseError", "NoPanelHoldsKey",
-           "PermanentError", "RetryableError", "UnknownPanel", "UnknownSubscription",
-           "UnknownNotification", "UnknownSweep", "UnknownUser"]
+__all__ = ["ActivationBusy", "BroadcastRefused", "InvalidArguments", "InvalidBroadcast",
+           "InvalidPanel", "LapseError", "NoPanelHoldsKey", "PermanentError", "RetryableError",
+           "UnknownBroadcast", "UnknownNotification", "UnknownPanel", "UnknownSubscription",
+           "UnknownSweep", "UnknownUser"]
 
 
 class UnknownUser(PermanentError):
@@ -65,6 +66,26 @@ class NoPanelHoldsKey(RetryableError):
     def __init__(self, subscription_id: int, problems: str) -> None:
         super().__init__(f"subscription {subscription_id}: no panel holds its key ({problems})")
         self.subscription_id = subscription_id
+
+
+class UnknownBroadcast(PermanentError):
+    """A broadcast id with no row in ``broadcasts``; nothing was changed."""
+
+    def __init__(self, broadcast_id: int) -> None:
+        super().__init__(f"no broadcast with id {broadcast_id}")
+        self.broadcast_id = broadcast_id
+
+
+class InvalidBroadcast(PermanentError):
+    """A broadcast message Lapse refuses (no English text, empty, too long, unknown template)."""
+
+
+class BroadcastRefused(PermanentError):
+    """The broadcast's state does not allow the operation (start a cancelled one, cancel a done one)."""
+
+    def __init__(self, broadcast_id: int, status: str, action: str) -> None:
+        super().__init__(f"broadcast {broadcast_id} is {status}: cannot {action} it")
+        self.broadcast_id, self.status = broadcast_id, status
 
 
 class UnknownNotification(PermanentError):

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
+from domain import broadcasts
 from domain.errors import UnknownNotification
 from lapse.platform.after_commit import send_after_commit
 from lapse.platform.sql import queries
@@ -115,8 +116,11 @@ def claim(conn: Connection[Any], notification_id: int, *, now: datetime) -> Clai
     if reason is not None:
         _decide(conn, notification_id, "skipped", reason, now=now)
         return "skipped"
+    payload = row["payload"]
+    if row["kind"] == "broadcast" and "broadcast_id" in payload:  # its text is on the broadcast
+        payload = payload | broadcasts.notice_values(conn, payload, row["language"])
     try:
-        text = render(_template_name(row["kind"], row["payload"]), row["language"], row["payload"])
+        text = render(_template_name(row["kind"], payload), row["language"], payload)
     except TemplateProblem as problem:
         _decide(conn, notification_id, "failed", str(problem), now=now)
         return "failed"
@@ -200,6 +204,8 @@ def _skip_reason(conn: Connection[Any], row: Any, *, now: datetime) -> str | Non
         return _trial_notice_stale(conn, payload, now=now)
     if row["kind"] == "reminder":
         return _reminder_stale(conn, payload, now=now)
+    if row["kind"] == "broadcast" and "broadcast_id" in payload:
+        return broadcasts.stale_reason(conn, int(row["user_id"]), payload)
     return None
 
 

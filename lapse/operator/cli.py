@@ -179,6 +179,10 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: 30 days)")
     report.add_argument("--now", type=_time, help="evaluate as of this time (read-only)")
 
+    from lapse.operator import broadcasts
+
+    broadcasts.add_arguments(commands)
+
     demo = commands.add_parser("demo", help="a synthetic population through simulated days")
     demo.add_argument("--users", type=_positive, default=2000)
     demo.add_argument("--days", type=_positive, default=30)
@@ -405,6 +409,14 @@ def cmd_report(args: argparse.Namespace, config: Settings) -> int:
     return EXIT_FOUND if failed else EXIT_OK
 
 
+def cmd_broadcast(args: argparse.Namespace, config: Settings) -> int:
+    from lapse.operator import broadcasts
+
+    if args.broadcast_command == "start":
+        _require_broker(config)
+    return broadcasts.run(args, config, _pool())
+
+
 def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
     from lapse.operator import demo
 
@@ -415,11 +427,13 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "db": cmd_db, "sweep": cmd_sweep, "audit": cmd_audit, "explain": cmd_explain,
     "dlq": cmd_dlq, "embedded": cmd_embedded, "demo": cmd_demo, "refund": cmd_refund,
     "panel": cmd_panel, "status": cmd_status, "web": cmd_web, "report": cmd_report,
+    "broadcast": cmd_broadcast,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from domain.errors import PermanentError
+    from lapse.operator.broadcasts import BadBroadcastInput
     from lapse.operator.dlq import DeadLetterNotFound
     from lapse.platform.embedded import EmbeddedError
 
@@ -430,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         return COMMANDS[args.command](args, config)
     except (ConfigError, BadInput, clock.ClockOverrideRefused, PermanentError,
-            DeadLetterNotFound, EmbeddedError) as error:
+            DeadLetterNotFound, EmbeddedError, BadBroadcastInput) as error:
         print(f"lapse: error: {error}", file=sys.stderr)
     except psycopg.OperationalError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)

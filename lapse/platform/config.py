@@ -76,6 +76,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_PURGE_DAYS", "30", "Days a recording stays tagged before `sweep_purge` deletes its object (R6)."),
     Variable("LAPSE_LEAK_ALERT_HOURS", "26", "Age of a leak (or an unapplied tagging batch) that fails the audits (R8)."),
     Variable("LAPSE_RETENTION_RATE", "200", "Users per second `sweep_retention` acts on at most, so a large first backlog does not starve other work."),
+    Variable("LAPSE_BROADCAST_BATCH_SIZE", "500", "Audience users a broadcast queues per transaction (one keyset page; bounds the walker's memory)."),
+    Variable("LAPSE_BROADCAST_BACKLOG_SECONDS", "2", "A broadcast queues no more while its unsent rows exceed this many seconds at LAPSE_TELEGRAM_RATE_PER_SECOND (at least one batch), so the queue stays short."),
     Variable("LAPSE_S3_CONCURRENCY", "16", "Concurrent S3 calls when tagging, restoring or deleting one batch per object."),
     Variable("LAPSE_S3_BATCH_THRESHOLD", "10000", "Keys above which tagging uses an S3 Batch Operations job (R7) when LAPSE_S3_BATCH_ROLE_ARN is set."),
     Variable("LAPSE_S3_BATCH_ROLE_ARN", None, "IAM role S3 Batch Operations runs as. Unset: always tag per object (moto, MinIO)."),
@@ -127,6 +129,8 @@ class Settings:
     purge_after: timedelta = timedelta(days=30)
     leak_alert_age: timedelta = timedelta(hours=26)
     retention_rate: int = 200
+    broadcast_batch_size: int = 500
+    broadcast_backlog_seconds: float = 2.0
     s3_concurrency: int = 16
     s3_batch_threshold: int = 10_000
     s3_batch_role_arn: str | None = None
@@ -221,6 +225,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         leak_alert_age=timedelta(
             hours=_positive_int(raw("LAPSE_LEAK_ALERT_HOURS"), "LAPSE_LEAK_ALERT_HOURS")),
         retention_rate=_positive_int(raw("LAPSE_RETENTION_RATE"), "LAPSE_RETENTION_RATE"),
+        broadcast_batch_size=_positive_int(raw("LAPSE_BROADCAST_BATCH_SIZE"),
+                                           "LAPSE_BROADCAST_BATCH_SIZE"),
+        broadcast_backlog_seconds=_positive_number(raw("LAPSE_BROADCAST_BACKLOG_SECONDS"),
+                                                   "LAPSE_BROADCAST_BACKLOG_SECONDS"),
         s3_concurrency=_positive_int(raw("LAPSE_S3_CONCURRENCY"), "LAPSE_S3_CONCURRENCY"),
         s3_batch_threshold=_positive_int(raw("LAPSE_S3_BATCH_THRESHOLD"), "LAPSE_S3_BATCH_THRESHOLD"),
         s3_batch_role_arn=raw("LAPSE_S3_BATCH_ROLE_ARN"),
