@@ -35,7 +35,7 @@ from urllib.parse import urlparse, urlunparse
 
 import psycopg
 
-from domain import lifecycle, retention
+from domain import broadcasts, lifecycle, retention
 from lapse.flows import sweeps
 from lapse.operator import demo_audits
 from lapse.operator.demo_script import CURRENCY, PLANS, Action, write_script
@@ -132,7 +132,7 @@ class Demo:
         self.done[what] = self.done.get(what, 0) + 1
 
     def run(self, action: Action) -> None:
-        if action.kind != "signup" and action.user not in self.ids:
+        if action.kind not in ("signup", "broadcast") and action.user not in self.ids:
             return self.count(f"{action.kind}_skipped")
         if action.kind != "record":
             self.flush_uploads()
@@ -242,6 +242,13 @@ class Demo:
         self.sim.act(lambda conn: lifecycle.revoke_sponsorship(conn, row["id"], user_id,
                                                                now=self.sim.now))
         return "done"
+
+    def do_broadcast(self, action: Action) -> None:
+        """``lapse broadcast create`` and ``start``: news to everyone without a subscription."""
+        broadcast_id = self.sim.act(lambda conn: broadcasts.create(conn, now=self.sim.now, texts={
+            "en": "Lapse demo: a month of news. Come back with a week plan!",
+            "ru": "Демо Lapse: новости месяца. Возвращайтесь с недельным планом!"}))
+        self.sim.act(lambda conn: broadcasts.start(conn, broadcast_id, now=self.sim.now))
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -367,8 +374,6 @@ def _simulate(broker: Any, world: World, store: s3.S3RecordingStore, *, users: i
             hour = following
             if (hour - START) % timedelta(days=1) == timedelta(0):
                 progress.day_done((hour - START).days, sim_now=hour)
-        # BROADCAST CALL SITE (issue 12, SPEC §10 "a broadcast"): `lapse broadcast` comes
-        # with the broadcast branch; until it is merged the demo sends none.
     finally:
         progress.close()
         sim.close()

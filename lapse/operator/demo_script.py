@@ -20,6 +20,7 @@ HOUR = timedelta(hours=1)
 # The plans the demo sells: a week (renewals and dry balances within a month) and a month.
 PLANS = {"week": (7, 150), "month": (30, 500)}
 CURRENCY = "USD"
+OPERATOR = -1  # the ``user`` of the operator's own actions (the broadcast)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def write_script(*, users: int, days: int, seed: int, start: datetime) -> Script
     end = start + timedelta(days=days)
     script = Script(start, end, users)
     span_hours = max(int(days * 24 * 0.85), 1)  # sign-ups stop before the end: their story plays
+    # the operator's broadcast to everyone without a subscription, mid-run at noon
+    script.add(start + timedelta(days=days // 2, hours=12), "broadcast", OPERATOR)
     for user in range(users):
         signup = start + HOUR * rng.randrange(span_hours) + timedelta(minutes=rng.randrange(60))
         referrer = rng.randrange(user) if user and rng.random() < 0.15 else None
