@@ -91,6 +91,7 @@ def test_the_end_state_passes_every_audit(two_runs):
     panel = audits["panel"]
     assert panel["missing_from_panel"] == 0 and panel["orphans_on_panel"] == 0
     assert panel["current_keys"] > 0
+    assert summary["numbers"]["dead_letters"] == 0  # a low fault rate costs retries, not messages
 
 
 def test_the_population_exercises_the_main_capabilities(two_runs):
