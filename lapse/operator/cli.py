@@ -184,9 +184,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--now", type=_time, help="evaluate as of this time (read-only)")
 
     demo = commands.add_parser("demo", help="a synthetic population through simulated days")
-    demo.add_argument("--users", type=_positive, default=60)
-    demo.add_argument("--days", type=_positive, default=3)
+    demo.add_argument("--users", type=_positive, default=2000)
+    demo.add_argument("--days", type=_positive, default=30)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
@@ -419,13 +420,14 @@ def cmd_report(args: argparse.Namespace, config: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
     from lapse.operator import demo
 
-    return demo.run(config, users=args.users, days=args.days, seed=args.seed)
+    return demo.run(config, users=args.users, days=args.days, seed=args.seed, as_json=args.json)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "db": cmd_db, "sweep": cmd_sweep, "audit": cmd_audit, "explain": cmd_explain,
     "dlq": cmd_dlq, "embedded": cmd_embedded, "demo": cmd_demo, "refund": cmd_refund,
-    "panel": cmd_panel, "broadcast": cmd_broadcast, "status": cmd_status, "web": cmd_web, "report": cmd_report,
+    "panel": cmd_panel, "broadcast": cmd_broadcast, "status": cmd_status, "web": cmd_web,
+    "report": cmd_report,
 }
 
 

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+
+import dramatiq
+from dramatiq.message import Message
 
 from domain import retention
 from lapse.flows import sweeps
@@ -25,8 +31,11 @@ from lapse.flows.inline import InlineWork
 from lapse.platform import clock, dead_letters
 from lapse.platform.after_commit import PendingMessage, install_sender, transaction
 from lapse.platform.config import settings
+from lapse.platform.errors import LapseError
 
 HOUR = timedelta(hours=1)
+logger = logging.getLogger(__name__)
+DRAMATIQ_MIN_BACKOFF_MS, DRAMATIQ_MAX_BACKOFF_MS = 15_000, 7 * 24 * 3_600_000
 
 
 @dataclass
@@ -36,65 +45,129 @@ class Simulation:
     broker: Any
     now: datetime
     off: set[str] = field(default_factory=set)  # sweeps switched off
-    money: bool = False  # also run auto-renewal at each step (the demo)
+    money: bool = False  # also run auto-renewal at each step
+    # sweeps run at their own cadence (``lapse.flows.sweeps.SWEEPS``); None: the retention set
+    schedule: tuple[str, ...] | None = None
     delayed: list[tuple[datetime, int, PendingMessage]] = field(default_factory=list)
     retries: dict[int, int] = field(default_factory=dict)
     dead: list[PendingMessage] = field(default_factory=list)
     runs: list[tuple[datetime, str]] = field(default_factory=list)
     observers: list[Callable[[Simulation], None]] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per sweep (benchmarks)
 
     def __post_init__(self) -> None:
         self._seq = itertools.count()
         self.work = InlineWork(self.broker, on_retry=self._schedule)
-        self._previous = install_sender(self.work)
+        self._previous = install_sender(self._send)
         clock.override(self.now, changes_state=True, allowed=True)
 
     def close(self) -> None:
         install_sender(self._previous)
         clock.override(None, changes_state=False, allowed=True)
 
+    def _send(self, message: PendingMessage) -> None:
+        """After commit: at once, or at now + its delay on the simulated clock."""
+        if message.delay_ms:
+            due = self.now + timedelta(milliseconds=message.delay_ms)
+            heapq.heappush(self.delayed, (due, next(self._seq), replace(message, delay_ms=None)))
+        else:
+            self.work.queue.append(message)
+
     def jump(self, at: datetime) -> None:
         """Set the clock to ``at`` without running anything in between."""
         self.now = at
         clock.override(at, changes_state=True, allowed=True)
 
-    def _schedule(self, message: PendingMessage, delay_ms: int | None) -> None:
+    def _schedule(self, message: PendingMessage, delay_ms: int | None,
+                  error: BaseException | None = None) -> None:
         key = id(message)
-        self.retries[key] = self.retries.get(key, 0) + 1
-        max_retries = self.broker.get_actor(message.actor_name).options.get("max_retries", 20)
-        if self.retries[key] > max_retries:
-            self.dead.append(message)
-            with self.pool.connection() as conn, transaction(conn):
-                dead_letters.ended_dead(conn, self.broker, message.actor_name, message.args,
-                                        message.kwargs)
+        retries = self.retries.get(key, 0)  # retries so far, as Dramatiq's Retries middleware counts
+        options = self.broker.get_actor(message.actor_name).options
+        retry_when = options.get("retry_when")
+        if (not retry_when(retries, error) if retry_when is not None
+                else retries >= options.get("max_retries", 20)):
+            self._dead(message, error)
             return
-        due = self.now + timedelta(milliseconds=delay_ms or 0)
+        self.retries[key] = retries = retries + 1
+        if delay_ms is None:  # a failure: the actor's exponential backoff, as Dramatiq's Retries
+            delay_ms = min(options.get("min_backoff", DRAMATIQ_MIN_BACKOFF_MS) * 2 ** (retries - 1),
+                           options.get("max_backoff", DRAMATIQ_MAX_BACKOFF_MS))
+        due = self.now + timedelta(milliseconds=delay_ms)
         heapq.heappush(self.delayed, (due, next(self._seq), message))
 
+    def _dead(self, message: PendingMessage, error: BaseException | None) -> None:
+        """Into the dead-letter archive, as the broker's middleware would put it."""
+        self.retries.pop(id(message), None)
+        self.dead.append(message)
+        self.outcomes["dead_lettered"] += 1
+        actor = self.broker.get_actor(message.actor_name)
+        dead: Message[Any] = Message(queue_name=actor.queue_name, actor_name=message.actor_name,
+                       args=message.args, kwargs=message.kwargs, options={})
+        with self.pool.connection() as conn, transaction(conn):
+            dead_letters.archive(conn, self.broker, dead, error, "simulation")
+
     def drain(self) -> None:
-        self.work.drain()
+        """Run every queued message (and what it queues) once, in order; failures wait for retry."""
+        queue = self.work.queue
+        while queue:
+            message = queue.popleft()
+            actor = self.broker.get_actor(message.actor_name)
+            try:
+                actor.fn(*message.args, **message.kwargs)
+            except dramatiq.Retry as retry:
+                self.outcomes["retry_requested"] += 1
+                self._schedule(message, retry.delay, retry)
+            except LapseError as error:
+                self.outcomes["failed_" + ("permanent" if error.permanent else "retryable")] += 1
+                logger.warning("%s%s failed: %r", message.actor_name, message.args, error)
+                if error.permanent:
+                    self._dead(message, error)
+                else:
+                    self._schedule(message, None, error)
+            except Exception as error:  # noqa: BLE001  not Lapse's own: logged with its traceback, retried
+                self.outcomes["failed_unexpected"] += 1
+                logger.exception("%s%s failed unexpectedly", message.actor_name, message.args)
+                self._schedule(message, None, error)
+            else:
+                self.outcomes["ran"] += 1
+                self.retries.pop(id(message), None)
 
     def run_sweep(self, name: str) -> dict[str, Any]:
+        started = time.perf_counter()
         counts = sweeps.run_sweep(self.pool, name, now=self.now, budget_seconds=float("inf"))
         self.runs.append((self.now, name))
         self.drain()
+        key = f"sweep_{name}"
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - started
         return counts
 
     def advance(self, until: datetime, step: timedelta = timedelta(minutes=15)) -> None:
         """Move the clock to ``until`` in steps, delivering due retries and running due sweeps."""
         while self.now < until:
-            previous, self.now = self.now, min(self.now + step, until)
-            clock.override(self.now, changes_state=True, allowed=True)
-            while self.delayed and self.delayed[0][0] <= self.now:
-                _, _, message = heapq.heappop(self.delayed)
-                self.work.queue.append(message)
+            self.step(self.now, min(self.now + step, until))
+
+    def step(self, after: datetime, until: datetime) -> None:
+        """One simulated step: retries due by ``until`` (each at its time, never before now), then
+        every sweep with a slot in (after, until], at ``until``, in the schedule's order."""
+        while self.delayed and self.delayed[0][0] <= until:
+            due, _, message = heapq.heappop(self.delayed)
+            self.jump(max(due, self.now))
+            self.work.queue.append(message)
             self.drain()
-            for name in self._due_sweeps(previous, self.now):
-                self.run_sweep(name)
-            for observe in self.observers:
-                observe(self)
+        self.jump(until)
+        self.drain()
+        for name in self._due_sweeps(after, until):
+            self.run_sweep(name)
+        for observe in self.observers:
+            observe(self)
 
     def _due_sweeps(self, after: datetime, until: datetime) -> Iterable[str]:
+        if self.schedule is not None:
+            for name in self.schedule:
+                if name not in self.off and cron_due(sweeps.SWEEPS[name].cron, after, until):
+                    yield name
+            return
         if self.money and "auto_renewals" not in self.off:
             yield "auto_renewals"
         if "fast_expiry" not in self.off:
@@ -130,3 +203,25 @@ def _crossed(after: datetime, until: datetime, *, minute: int, hour: int | None 
     if slot <= after:
         slot += timedelta(days=1) if hour is not None else HOUR
     return slot <= until
+
+
+def cron_due(cron: str, after: datetime, until: datetime) -> bool:
+    """Whether a slot of ``cron`` (minute and hour fields; the others ``*``) lies in (after, until]."""
+    minute, hour, *rest = cron.split()
+    if any(f != "*" for f in rest):
+        raise ValueError(f"the simulation reads only the minute and hour of a cron, got {cron!r}")
+    at = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    while at <= until:
+        if _field_matches(minute, at.minute) and _field_matches(hour, at.hour):
+            return True
+        at += timedelta(minutes=1) if hour == "*" or _field_matches(hour, at.hour) else HOUR - \
+            timedelta(minutes=at.minute)
+    return False
+
+
+def _field_matches(field_: str, value: int) -> bool:
+    if field_ == "*":
+        return True
+    if field_.startswith("*/"):
+        return value % int(field_[2:]) == 0
+    return value in {int(part) for part in field_.split(",")}

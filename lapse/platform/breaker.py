@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 import psycopg
@@ -75,8 +74,10 @@ class CircuitOpen(RetryableError):
 
 class CircuitBreaker:
     def __init__(self, port: str, *, threshold: int = 5, cooldown: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.port, self.threshold, self.cooldown, self.clock = port, threshold, cooldown, clock
+                 clock: Callable[[], float] | None = None) -> None:
+        self.port, self.threshold, self.cooldown = port, threshold, cooldown
+        # the application clock, so a simulation's breakers cool down on simulated time
+        self.clock = clock or _app_seconds
         self.failures = 0
         self.opened_at: float | None = None
         self.probing = False
@@ -139,3 +140,7 @@ class CircuitBreaker:
         recorder = _recorder
         if before != after and recorder is not None:
             recorder(self.port, before, after, failures)
+
+
+def _app_seconds() -> float:
+    return clock.now().timestamp()

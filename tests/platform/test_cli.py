@@ -146,4 +146,4 @@ def test_the_demo_runs_the_real_sweeps_and_ends_clean(database, s3_server):
         drop_database(database.rsplit("/", 1)[1] + "_demo")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "tagged for deletion" in result.stdout and "S3 agrees with the database" in result.stdout
-    assert "all invariants hold, no leaks past the alert age" in result.stdout
+    assert "all audits pass: invariants hold, no leaks past the alert age" in result.stdout

@@ -62,6 +62,7 @@ class FakeCryptoPay:
     method_faults: dict[str, list[Fault]] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    server: Any = None
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
@@ -72,6 +73,23 @@ class FakeCryptoPay:
         httpserver.expect_request(re.compile(r"^/api/\w+$"), method="POST").respond_with_handler(
             fake.handle)
         return fake
+
+    @classmethod
+    def start(cls, clock: Callable[[], datetime] | None = None) -> FakeCryptoPay:
+        """Serve on its own (threaded) server, e.g. for the demo; ``stop()`` ends it."""
+        from pytest_httpserver import HTTPServer
+
+        server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+        server.start()
+        fake = cls.serve(server)
+        if clock is not None:
+            fake.clock = clock
+        fake.server = server
+        return fake
+
+    def stop(self) -> None:
+        if self.server is not None and self.server.is_running():
+            self.server.stop()
 
     def add(self, *, status: str = "active", amount: str = "5.00", fiat: str = "USD",
             expires_at: datetime | None = None) -> str:
