@@ -50,13 +50,25 @@ ACTIVATION_DEADLINE = timedelta(hours=24)
 
 
 def due_expiries(conn: Connection[Any], *, now: datetime, billing_grace: timedelta,
-                 after: int = 0, limit: int = 500,
+                 after: int = 0, until: int | None = None, limit: int = 500,
                  activation_deadline: timedelta = ACTIVATION_DEADLINE) -> list[tuple[int, int]]:
-    """(subscription id, user id) of current subscriptions whose expiry is due, keyset after ``after``."""
+    """(subscription id, user id) of current subscriptions whose expiry is due, keyset by id
+    in ``(after, until]`` (``until`` None: no upper bound)."""
     rows = conn.execute(SQL["due_expiries"], {"now": now, "grace": billing_grace, "after": after,
-                                              "limit": limit,
+                                              "until": until, "limit": limit,
                                               "activation_deadline": activation_deadline}).fetchall()
     return [(int(r["id"]), int(r["user_id"])) for r in rows]
+
+
+def due_expiry_bounds(conn: Connection[Any], shards: int, *, now: datetime,
+                      billing_grace: timedelta, after: int = 0,
+                      activation_deadline: timedelta = ACTIVATION_DEADLINE) -> list[int]:
+    """Ascending ids b1 < … < b(k-1), k ≤ ``shards``, splitting the due set after ``after`` into
+    near-equal ranges (after, b1], (b1, b2], …, (b(k-1), ∞) that cover every id after ``after``."""
+    rows = conn.execute(SQL["due_expiry_bounds"], {"now": now, "grace": billing_grace,
+                                                   "after": after, "shards": shards,
+                                                   "activation_deadline": activation_deadline})
+    return [int(r["until"]) for r in rows.fetchall()]
 
 
 def expire_if_due(conn: Connection[Any], subscription_id: int, user_id: int, *, now: datetime,

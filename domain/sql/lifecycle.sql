@@ -3,9 +3,10 @@ select id, user_id, kind, status, started_at, expires_at, auto_renew
 from subscriptions where id = %(id)s for update
 
 -- name: due_expiries
--- Current subscriptions whose §3a expiry is due at now, keyset by id.
+-- Current subscriptions whose §3a expiry is due at now, keyset by id in (after, until]
+-- (until null: no upper bound).
 select s.id, s.user_id from subscriptions s
-where s.id > %(after)s
+where s.id > %(after)s and (%(until)s::bigint is null or s.id <= %(until)s::bigint)
   and ((s.status in ('active', 'cancelled', 'grace')
         and s.expires_at <= %(now)s
         and (s.kind = 'trial'
@@ -16,6 +17,28 @@ where s.id > %(after)s
            and s.started_at + %(activation_deadline)s <= %(now)s)
        or (s.status = 'pending' and s.kind = 'trial' and s.expires_at <= %(now)s))
 order by s.id limit %(limit)s
+
+-- name: due_expiry_bounds
+-- The upper ids of the first shards - 1 of shards near-equal tiles of the due set after
+-- ``after`` (the same predicate as due_expiries), ascending. Fewer when the set is small.
+with due as (
+    select s.id from subscriptions s
+    where s.id > %(after)s
+      and ((s.status in ('active', 'cancelled', 'grace')
+            and s.expires_at <= %(now)s
+            and (s.kind = 'trial'
+                 or s.status = 'cancelled'
+                 or (s.status = 'active' and not s.auto_renew)
+                 or (s.status in ('active', 'grace') and s.expires_at + %(grace)s <= %(now)s)))
+           or (s.status = 'pending' and s.kind = 'paid'
+               and s.started_at + %(activation_deadline)s <= %(now)s)
+           or (s.status = 'pending' and s.kind = 'trial' and s.expires_at <= %(now)s))
+), tiles as (
+    select id, ntile(%(shards)s) over (order by id) as tile from due
+)
+select max(id) as until from tiles group by tile
+having tile < %(shards)s
+order by until
 
 -- name: expire
 update subscriptions set status = 'expired', access_key = null, ended_at = %(ended_at)s

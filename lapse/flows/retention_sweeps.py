@@ -32,6 +32,7 @@ SQL = queries(__file__, "retention_sweeps")
 OVERLAP = timedelta(minutes=15)
 FIRST_LOOKBACK = timedelta(days=8)  # a first run covers the 7-day retention grace and a day
 PAGE = 500
+FAST_EXPIRY_ACTOR = "sweep_fast_expiry"  # its shards are sent to the sweep's own actor
 
 
 class RateLimiter:
@@ -165,16 +166,34 @@ def sweep_fast_expiry(pool: ConnectionPool, context: SweepContext) -> dict[str, 
 
     Each end also nulls the key, marks its panel clients ``removing`` and sends
     ``remove_client`` after commit (``lifecycle._end``, SPEC §6 A2/A3).
+
+    A backlog of more than one page is split into ``LAPSE_FAST_EXPIRY_SHARDS``
+    disjoint id ranges (after, until]: this run sends one ``sweep_fast_expiry``
+    message per other range (cursor ``{"after", "until"}``) and walks the first
+    itself, so several workers expire at once. A shard (a cursor with
+    ``until``) never splits again and continues itself within its range when out
+    of time. Each row is still its own transaction under the user lock with the
+    re-check, so an overlapping or duplicate shard finds nothing left to do.
     """
-    grace = settings().billing_grace
+    config = settings()
+    grace = config.billing_grace
     counts: dict[str, int] = {"due": 0}
-    after = int((context.cursor or {}).get("after", 0))
+    cursor = context.cursor or {}
+    after = int(cursor.get("after", 0))
+    sharded = "until" in cursor
+    until = None if cursor.get("until") is None else int(cursor["until"])
     while True:
         with pool.connection() as conn:
-            due = lifecycle.due_expiries(conn, now=context.now, billing_grace=grace, after=after)
+            due = lifecycle.due_expiries(conn, now=context.now, billing_grace=grace, after=after,
+                                         until=until, limit=PAGE)
             conn.rollback()
         if not due:
             return counts
+        if not sharded and len(due) == PAGE and config.fast_expiry_shards > 1 and not context.dry_run:
+            until, sent = _fan_out(pool, context, after, config.fast_expiry_shards, grace)
+            sharded = True
+            counts["shards_sent"] = sent
+            continue  # re-read the first page within this run's own range
         counts["due"] += len(due)
         for subscription_id, user_id in due if not context.dry_run else ():
             with pool.connection() as conn, transaction(conn):
@@ -184,7 +203,22 @@ def sweep_fast_expiry(pool: ConnectionPool, context: SweepContext) -> dict[str, 
                 counts[ended.rule] = counts.get(ended.rule, 0) + 1
         after = due[-1][0]
         if context.out_of_time():
-            context.resume = {"after": after}
+            context.resume = {"after": after} | ({"until": until} if sharded else {})
             return counts
 
 
+def _fan_out(pool: ConnectionPool, context: SweepContext, after: int, shards: int,
+             grace: timedelta) -> tuple[int | None, int]:
+    """Split the due set after ``after`` into ranges; send every range but the first as its own
+    ``sweep_fast_expiry`` (after commit). Returns the first range's upper bound and how many were sent.
+
+    The ranges (after, b1], (b1, b2], …, (bk, ∞) cover every id after ``after`` whatever becomes due
+    meanwhile: no row falls between two ranges.
+    """
+    with pool.connection() as conn, transaction(conn):
+        bounds = lifecycle.due_expiry_bounds(conn, shards, now=context.now, billing_grace=grace,
+                                             after=after)
+        uppers: list[int | None] = [*bounds, None]
+        for lower, upper in zip(bounds, uppers[1:], strict=True):
+            send_after_commit(conn, FAST_EXPIRY_ACTOR, cursor={"after": lower, "until": upper})
+    return uppers[0], len(bounds)
