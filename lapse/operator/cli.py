@@ -118,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     explain = commands.add_parser("explain", help="why a user has (or lacks) access and retention")
     explain.add_argument("user_id", type=_positive)
     explain.add_argument("--now", type=_time, help="evaluate as of this time (read-only)")
+    explain.add_argument("--timeline", type=_positive, default=30, metavar="N",
+                         help="show the user's newest N timeline entries (default 30), oldest first")
+    explain.add_argument("--json", action="store_true")
 
     dlq = commands.add_parser("dlq", help="the dead-letter archive").add_subparsers(
         dest="dlq_command", required=True)
@@ -290,8 +293,18 @@ def cmd_explain(args: argparse.Namespace, config: Settings) -> int:
             found = explain.explain(conn, args.user_id, now=clock.now(), config=config)
         except explain.UnknownUser as error:
             raise BadInput(str(error)) from None
-    print("\n".join(explain.lines(found)))
+        history = explain.timeline(conn, args.user_id, limit=args.timeline + 1)
+    more, history = len(history) > args.timeline, history[:args.timeline]
+    if args.json:
+        print(json.dumps(found.as_json() | {"timeline": history[::-1], "timeline_truncated": more},
+                         default=_json_value, indent=2))
+    else:
+        print("\n".join(explain.lines(found, history, more)))
     return EXIT_OK
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:

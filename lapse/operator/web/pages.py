@@ -13,7 +13,7 @@ from psycopg import Connection
 
 from lapse.flows.sweeps import SWEEPS
 from lapse.operator import dlq, status
-from lapse.operator.explain import explain
+from lapse.operator.explain import explain, timeline
 from lapse.operator.web import bulk, charts, cron
 from lapse.platform.config import Settings
 from lapse.platform.sql import queries
@@ -85,8 +85,7 @@ def user(conn: Connection[Any], user_id: int, *, now: datetime, config: Settings
     found = explain(conn, user_id, now=now, config=config)
     return {"user": conn.execute(SQL["user_row"], {"user_id": user_id}).fetchone(),
             "explain": found.as_json(),
-            "timeline": conn.execute(SQL["user_timeline"], {"user_id": user_id,
-                                                            "limit": limit}).fetchall()}
+            "timeline": timeline(conn, user_id, limit=limit)}
 
 
 def chart_data(conn: Connection[Any], *, since: datetime, now: datetime, config: Settings,
