@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from domain.lifecycle import ACTIVATION_DEADLINE
 from tests.support import factories as f
 from tests.support.cli import lapse
 from tests.support.factories import given
@@ -95,7 +96,9 @@ def pending_paid(conn: Any) -> Case:
     u = f.user(conn)
     s = _paid(conn, u, "pending", NOW - timedelta(hours=1), NOW + 30 * DAY)
     return Case(u, False, True, {("pending_paid", s)}, NOW + 30 * DAY,
-                [f"pending_paid #{s} ends", "access stays no, retention yes -> no", "tag_recordings"],
+                [f"pending_paid #{s} ends", "access stays no, retention yes -> no", "tag_recordings",
+                 f"before that, at {(NOW - timedelta(hours=1) + ACTIVATION_DEADLINE).isoformat()}, "
+                 f"sweep_activations expires pending #{s}"],
                 [("subscription", f"subscription #{s}", "paid month created: pending")])
 
 
