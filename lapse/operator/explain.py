@@ -19,6 +19,7 @@ from psycopg import Connection
 
 from domain import entitlement, keys, panels
 from domain.entitlement import Window
+from domain.lifecycle import ACTIVATION_DEADLINE
 from domain.retention import recording_counts
 from domain.retention import state as retention_state
 from lapse.platform.config import Settings
@@ -112,6 +113,11 @@ def _transition(conn: Connection[Any], user_id: int, found: list[Window], at: da
                     "(sweep_lapses within the hour)")
     if after[1] and not before[1]:
         acts.append("retention begins: restore_recordings restores tagged recordings")
+    # a paid row awaiting activation is expired at its activation deadline unless activated first
+    acts += [f"before that, at {(w.valid_from + ACTIVATION_DEADLINE).isoformat()}, sweep_activations "
+             f"expires pending #{w.ref_id} (activation_failed) unless activate_subscription "
+             "activates it first" for w in found
+             if w.source == "pending_paid" and w.valid_from is not None and w.valid_until == at]
     return (f"at {at.isoformat()} {', '.join(edges)}; then {verdicts}; "
             + ("; ".join(acts) if acts else "Lapse does nothing (another source still holds)"))
 

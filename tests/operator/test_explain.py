@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from domain.lifecycle import ACTIVATION_DEADLINE
 from tests.support import factories as f
 from tests.support.cli import lapse
 from tests.support.factories import given
@@ -59,7 +60,7 @@ def cancelled_before_its_end(conn: Any) -> Case:
     u = f.user(conn)
     s = _paid(conn, u, "cancelled", NOW - 25 * DAY, NOW + 5 * DAY)
     return Case(u, True, True, {("paid_subscription", s)}, NOW + 5 * DAY,
-                [f"paid_subscription #{s} ends", "access yes -> no", "sweep_fast_expiry"],
+                [f"paid_subscription #{s} ends", "access yes -> no, retention stays yes", "sweep_fast_expiry"],
                 [("subscription", f"subscription #{s}", "paid month created: cancelled")])
 
 
@@ -67,7 +68,7 @@ def auto_renewing_past_its_end(conn: Any) -> Case:
     u = f.user(conn)
     s = _paid(conn, u, "active", NOW - 31 * DAY, NOW - DAY, auto_renew=True)
     return Case(u, True, True, {("paid_subscription", s)}, NOW - DAY + BILLING_GRACE,
-                [f"paid_subscription #{s} ends", "access yes -> no", "sweep_fast_expiry"],
+                [f"paid_subscription #{s} ends", "access yes -> no, retention stays yes", "sweep_fast_expiry"],
                 [("subscription", f"subscription #{s}", "active")])
 
 
@@ -76,7 +77,7 @@ def grace_row(conn: Any) -> Case:
     s = _paid(conn, u, "grace", NOW - 32 * DAY, NOW - 2 * DAY)
     f.event(conn, s, u, "grace", NOW - 2 * DAY)
     return Case(u, True, True, {("paid_subscription", s)}, NOW - 2 * DAY + BILLING_GRACE,
-                [f"paid_subscription #{s} ends", "access yes -> no", "sweep_fast_expiry"],
+                [f"paid_subscription #{s} ends", "access yes -> no, retention stays yes", "sweep_fast_expiry"],
                 [("subscription", f"subscription #{s}", "grace"),
                  ("event", f"subscription #{s}", "grace")])
 
@@ -95,7 +96,9 @@ def pending_paid(conn: Any) -> Case:
     u = f.user(conn)
     s = _paid(conn, u, "pending", NOW - timedelta(hours=1), NOW + 30 * DAY)
     return Case(u, False, True, {("pending_paid", s)}, NOW + 30 * DAY,
-                [f"pending_paid #{s} ends", "access stays no, retention yes -> no", "tag_recordings"],
+                [f"pending_paid #{s} ends", "access stays no, retention yes -> no", "tag_recordings",
+                 f"before that, at {(NOW - timedelta(hours=1) + ACTIVATION_DEADLINE).isoformat()}, "
+                 f"sweep_activations expires pending #{s}"],
                 [("subscription", f"subscription #{s}", "paid month created: pending")])
 
 
