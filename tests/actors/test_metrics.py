@@ -160,9 +160,15 @@ def test_metrics_move_during_an_actor_run_and_the_queue_gauge_matches_the_queue(
     for n in range(WAITING):  # nobody consumes "notifications" here
         worker.enqueue("notifications", "send_notification", n + 1)
 
-    after = eventually(lambda: _when(worker, lambda t: value(t, "lapse_tagged_recordings_total") == 1.0),
-                       timeout=60, what="the tagged-recordings counter to move")
-    assert total(after, "dramatiq_messages_total", actor_name="tag_recordings") >= 1.0
+    # The tag commits inside the actor; Dramatiq counts the message only after the actor
+    # returns (after_process_message), so a scrape between the two sees only the first.
+    def moved(text: str) -> bool:
+        return (value(text, "lapse_tagged_recordings_total") == 1.0
+                and total(text, "dramatiq_messages_total", actor_name="tag_recordings") >= 1.0)
+
+    after = eventually(lambda: _when(worker, moved), timeout=60,
+                       what="the tagged-recordings counter and Dramatiq's message count to move")
+    assert value(after, "lapse_tagged_recordings_total") == 1.0
     assert worker.broker_count("notifications") == WAITING
     assert value(after, "lapse_queue_messages", queue="notifications", kind="ready") == WAITING
     assert value(after, "lapse_queue_oldest_message_age_seconds", queue="notifications",
