@@ -8,6 +8,14 @@ the default burst of 1 the sends are evenly spaced, so no 1-second window
 holds more than the rate. A pause (Telegram's 429 ``retry_after``) makes
 every limiter of its name answer "wait" until it ends.
 
+A refused sender is given a place in a line: the first free slot of the
+overall limit after the pause and after every slot already handed out, so n
+senders refused at one instant come back one slot apart and each is admitted
+on its return (n + n attempts, not the n²/2 of everyone waiting for the same
+next token). The line only spreads the waits; admission is the GCRA alone,
+so the line can never let more through than the limit. A sender held back by
+its own chat's limit waits for that and takes no place in the line.
+
 Time is ``lapse.platform.clock.now()``, passed into the store as a number,
 so the demo and the simulation drive limits and pauses on their simulated
 clock. The store is shared: Redis (a Lua script, one round trip) with
@@ -37,7 +45,8 @@ class Bucket:
 
 class Store(Protocol):
     def acquire(self, pause_key: str, buckets: Sequence[Bucket], now: float) -> float:
-        """Atomically: seconds to wait for the pause and every bucket; 0 takes one token of each."""
+        """Atomically: seconds to wait for the pause and every bucket; 0 takes one token of each.
+        A refusal may hand out a place in the line of ``buckets[0]`` (see ``admit``)."""
         ...
 
     def extend_pause(self, key: str, until: float, now: float) -> None:
@@ -47,16 +56,32 @@ class Store(Protocol):
     def pause_until(self, key: str) -> float | None: ...
 
 
+def line_key(bucket: Bucket) -> str:
+    """Where the end of ``bucket``'s line is kept (the time after the last slot handed out)."""
+    return f"{bucket.key}:line"
+
+
 def admit(arrivals: Sequence[float | None], buckets: Sequence[Bucket], now: float,
-          pause_until: float | None) -> tuple[float, list[float]]:
-    """GCRA over several buckets: (seconds to wait, each bucket's next arrival time if admitted)."""
-    wait = (pause_until or now) - now
-    following = []
+          pause_until: float | None, line_end: float | None = None,
+          ) -> tuple[float, list[float], float | None]:
+    """GCRA over several buckets, the first being the overall one with the line.
+
+    Returns (seconds to wait, each bucket's next arrival time if admitted, the line's new end
+    when a place in it was handed out, else None).
+    """
+    dues, following = [], []
     for arrival, bucket in zip(arrivals, buckets, strict=True):
         due = max(arrival if arrival is not None else now, now)
-        wait = max(wait, due - bucket.tolerance - now)
+        dues.append(due - bucket.tolerance)
         following.append(due + bucket.interval)
-    return max(wait, 0.0), following
+    shared = max(pause_until or now, dues[0])  # the pause and the overall limit
+    own = max(dues[1:], default=now)  # this key's own limits
+    if max(shared, own) <= now:
+        return 0.0, following, None
+    if own >= shared:  # held back by its own chat: no place in the line
+        return own - now, following, None
+    slot = max(shared, own, line_end if line_end is not None else now)
+    return slot - now, following, slot + buckets[0].interval
 
 
 @dataclass(frozen=True)
@@ -101,9 +126,14 @@ class MemoryStore:
     def acquire(self, pause_key: str, buckets: Sequence[Bucket], now: float) -> float:
         with self._lock:
             arrivals = [self.arrivals.get(b.key) for b in buckets]
-            wait, following = admit(arrivals, buckets, now, self.arrivals.get(pause_key))
+            line = line_key(buckets[0])
+            wait, following, line_end = admit(arrivals, buckets, now,
+                                              self.arrivals.get(pause_key),
+                                              self.arrivals.get(line))
             if wait == 0:
                 self.arrivals.update((b.key, t) for b, t in zip(buckets, following, strict=True))
+            elif line_end is not None:
+                self.arrivals[line] = line_end
             return wait
 
     def extend_pause(self, key: str, until: float, now: float) -> None:

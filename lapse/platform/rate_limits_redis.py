@@ -21,28 +21,39 @@ from collections.abc import Sequence
 
 import redis
 
-from lapse.platform.rate_limits import Bucket
+from lapse.platform.rate_limits import Bucket, line_key
 
 KEEP_MS = 3_600_000
 
 _ACQUIRE = """
--- KEYS[1] the pause, KEYS[2..] the buckets; ARGV[1] now (ms), then interval and tolerance (ms)
+-- KEYS[1] the pause, KEYS[2] the line of the first bucket, KEYS[3..] the buckets (the overall
+-- one first); ARGV[1] now (ms), then each bucket's interval and tolerance (ms), then keep (ms).
+-- The same decision as rate_limits.admit.
 local now = tonumber(ARGV[1])
-local wait = (tonumber(redis.call('GET', KEYS[1])) or now) - now
+local keep = tonumber(ARGV[#ARGV])
+local shared = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
+local own = now
 local following = {}
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   local due = math.max(tonumber(redis.call('GET', KEYS[i])) or now, now)
-  wait = math.max(wait, due - tonumber(ARGV[2 * i - 1]) - now)
-  following[i] = due + tonumber(ARGV[2 * i - 2])
+  local free_at = due - tonumber(ARGV[2 * i - 3])
+  if i == 3 then shared = math.max(shared, free_at) else own = math.max(own, free_at) end
+  following[i] = due + tonumber(ARGV[2 * i - 4])
 end
-if wait > 0 then
-  return string.format('%.3f', wait)
+if math.max(shared, own) <= now then
+  for i = 3, #KEYS do
+    redis.call('SET', KEYS[i], string.format('%.3f', following[i]),
+               'PX', math.ceil(following[i] - now) + keep)
+  end
+  return '0'
 end
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], string.format('%.3f', following[i]),
-             'PX', math.ceil(following[i] - now) + tonumber(ARGV[#ARGV]))
+if own >= shared then
+  return string.format('%.3f', own - now)
 end
-return '0'
+local slot = math.max(shared, own, tonumber(redis.call('GET', KEYS[2])) or now)
+local line_end = slot + tonumber(ARGV[2])
+redis.call('SET', KEYS[2], string.format('%.3f', line_end), 'PX', math.ceil(line_end - now) + keep)
+return string.format('%.3f', slot - now)
 """
 
 _EXTEND = """
@@ -72,7 +83,8 @@ class RedisStore:
         return f"{self.prefix}:{{rate}}:{key}"
 
     def acquire(self, pause_key: str, buckets: Sequence[Bucket], now: float) -> float:
-        keys = [self._key(pause_key), *(self._key(b.key) for b in buckets)]
+        keys = [self._key(pause_key), self._key(line_key(buckets[0])),
+                *(self._key(b.key) for b in buckets)]
         args: list[float] = [now * 1000]
         for bucket in buckets:
             args += [bucket.interval * 1000, bucket.tolerance * 1000]

@@ -102,9 +102,32 @@ def test_a_pause_stops_every_chat_is_never_shortened_and_ends_on_time(store, at)
     limiter.pause.set(5)
     other_process.pause.set(1)
     assert other_process.pause.remaining() == about(5)
-    assert [other_process.try_acquire(chat) for chat in (1, 2)] == [about(5)] * 2
+    # the first waiting sender goes when the pause ends, the next one a slot later
+    assert [other_process.try_acquire(chat) for chat in (1, 2)] == [about(5), about(5.1)]
     at(5)
     assert limiter.pause.remaining() == 0 and other_process.try_acquire(1) == 0
+
+
+def test_senders_refused_at_one_instant_get_one_place_each_and_each_goes_on_its_return(store, at):
+    """A sweep releases many notices at once: each is told a different slot, so each is asked
+    once more, not once per slot until it wins (the n² herd the demo spent a day on)."""
+    limiter = RateLimiter(store, "t", rate=10, per_key_rate=1, burst=2)
+    waits = [limiter.try_acquire(chat) for chat in range(50)]
+    assert waits[:2] == [0, 0]
+    assert waits[2:] == [about(0.1 * place) for place in range(1, 49)]
+    for chat, wait in sorted(enumerate(waits[2:], start=2), key=lambda item: item[1]):
+        at(wait + 0.001)  # as Retry(delay_ms) brings it back: whole milliseconds, rounded up
+        assert limiter.try_acquire(chat) == 0, f"chat {chat} refused at its slot {wait}"
+        assert limiter.try_acquire(1000 + chat) > 0  # a place in line is no extra token
+
+
+def test_a_sender_held_back_by_its_own_chat_takes_no_place_in_the_line(store, at):
+    limiter = RateLimiter(store, "t", rate=10, per_key_rate=1)
+    assert limiter.try_acquire(1) == 0
+    at(0.1)
+    assert limiter.try_acquire(1) == about(0.9)  # its chat's limit, not the line
+    assert limiter.try_acquire(2) == 0
+    assert limiter.try_acquire(3) == about(0.1)  # next overall slot, not after chat 1's wait
 
 
 def test_limits_of_different_names_are_independent(store, at):
