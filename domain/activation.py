@@ -19,7 +19,7 @@ from typing import Any
 from psycopg import Connection
 
 from domain import panels
-from domain.errors import ActivationBusy, UnknownSubscription
+from domain.errors import ActivationBusy, NoTelegramId, UnknownSubscription
 from domain.lifecycle import ACTIVATION_DEADLINE, lock_family
 from domain.retention import lock_user, request_restore
 from lapse.platform.after_commit import send_after_commit
@@ -40,9 +40,14 @@ class TrialStart:
 def start_trial(conn: Connection[Any], user_id: int, *, now: datetime,
                 length: timedelta) -> TrialStart:
     """§3a sign-up: a trial ``pending`` row with its key, then ``activate_subscription``;
-    nothing for a user who ever had a trial or has a current subscription."""
+    nothing for a user who ever had a trial or has a current subscription.
+
+    NoTelegramId (permanent, nothing changed) for a user the bot cannot reach: sign-up comes
+    from the bot. A paid row of such a user still activates: it was paid for."""
     lock_user(conn, user_id)
     seen: Any = conn.execute(SQL["user_subscriptions"], {"user_id": user_id}).fetchone()
+    if seen["telegram_id"] is None:
+        raise NoTelegramId(user_id)
     if seen["had_trial"]:
         return TrialStart("had_trial")
     if seen["has_current"]:

@@ -28,6 +28,17 @@ class UnknownUser(PermanentError):
         self.user_id = user_id
 
 
+class NoTelegramId(PermanentError):
+    """A sign-up for a user with no Telegram id: a trial starts from the bot, which is also where
+    its key is delivered, so there is nobody to give it to. Nothing was changed."""
+
+    def __init__(self, user_id: int) -> None:
+        super().__init__(f"user {user_id} has no Telegram id: a trial is a sign-up from the bot "
+                         "and its key is delivered there; nothing was changed (set "
+                         "users.telegram_id, then send start_trial again)")
+        self.user_id = user_id
+
+
 class UnknownPanel(PermanentError):
     """A panel name (or id) with no row in ``panels``."""
 

@@ -1,6 +1,8 @@
 -- name: user_subscriptions
--- start_trial's check: an earlier trial (any status) or a current subscription.
-select bool_or(kind = 'trial') as had_trial,
+-- start_trial's check: the user's Telegram id, an earlier trial (any status) or a current
+-- subscription.
+select (select telegram_id from users where id = %(user_id)s) as telegram_id,
+       bool_or(kind = 'trial') as had_trial,
        bool_or(status in ('pending', 'active', 'grace', 'cancelled')) as has_current
 from subscriptions where user_id = %(user_id)s
 

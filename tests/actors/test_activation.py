@@ -148,7 +148,7 @@ def test_start_trial_is_a_no_op_twice_and_an_unknown_user_or_bad_input_is_dead_l
     import actors
 
     with pool.connection() as conn:
-        user = make.user(conn)
+        user = make.bot_user(conn)
         conn.commit()
     actors.access.start_trial.send(user)
     workers.join("activation", fail_fast=False)
@@ -168,39 +168,43 @@ def test_start_trial_is_a_no_op_twice_and_an_unknown_user_or_bad_input_is_dead_l
     assert any("no subscription with id 987654" in (r["exception"] or "") for r in dead)
 
 
-def test_a_user_with_no_telegram_id_gets_a_trial_and_a_key_like_any_other(pool, panels, workers):
-    """Decided (SPEC §3a sign-up, §6 Panels, §8): a missing Telegram id is not bad input for keys.
-
-    ``users.telegram_id`` is nullable in the schema contract, §3a's sign-up condition is "no
-    earlier trial and no current subscription" only, and the panel client is named by the key
-    (``id`` = ``email`` = ``subId`` = the key UUID), never by the Telegram id. So
-    ``start_trial`` and ``activate_subscription`` give such a user a trial and a key exactly
-    as a user with one, and change nothing else: no error, no dead letter, the user row
-    untouched. The Telegram id is only the notices' address (N2), which is the outbox's to
-    refuse. This test fails if keys start to depend on it (a refusal, a dead letter, a client
-    named otherwise).
-    """
+def test_a_sign_up_without_a_telegram_id_is_refused_clearly_and_changes_nothing(
+        pool, panels, workers):
+    """Bad input (issue 10): sign-up comes from the bot, which also delivers the key, so
+    ``start_trial`` for a user with no Telegram id is a permanent error at once (dead letters,
+    the reason in words) and changes nothing: no row, no event, no client on any panel. The user
+    beside it, with an id, gets a trial and a key as usual; a paid row of a user without one
+    still activates (it was paid for, and the panel client is named by the key)."""
     import actors
 
+    now = datetime.now(UTC)
     with pool.connection() as conn:
-        without, with_id = make.user(conn), make.user(conn, telegram_id=4242)
+        without, with_id = make.user(conn), make.bot_user(conn)
+        paid = make.subscription(conn, without, status="pending", started_at=now,
+                                 expires_at=now + timedelta(days=30))
         before = conn.execute("select * from users order by id").fetchall()
         conn.commit()
     for user in (without, with_id):
         actors.access.start_trial.send(user)
-    workers.join("activation", fail_fast=True)
+    actors.access.activate_subscription.send(paid)
+    workers.join("activation", fail_fast=False)
     with pool.connection() as conn:
-        trials = conn.execute("select user_id, kind, status, access_key from subscriptions "
-                              "order by user_id").fetchall()
+        rows = conn.execute("select id, user_id, kind, status, access_key from subscriptions "
+                            "order by id").fetchall()
+        events = conn.execute("select subscription_id, type from subscription_events "
+                              "where user_id = %s", (without,)).fetchall()
         assert conn.execute("select * from users order by id").fetchall() == before
-    assert [(t["user_id"], t["kind"], t["status"]) for t in trials] == [
-        (without, "trial", "active"), (with_id, "trial", "active")]
-    keys = sorted(str(t["access_key"]) for t in trials)
+    assert [(r["user_id"], r["kind"], r["status"]) for r in rows] == [
+        (without, "paid", "active"), (with_id, "trial", "active")]
+    assert [e["type"] for e in events if e["subscription_id"] != paid] == []
+    keys = sorted(str(r["access_key"]) for r in rows)
     for server in panels:
         assert sorted(server.clients) == keys
-        assert all((c["uuid"], c["subId"], c["comment"], c["tgId"]) == (email, email, "lapse", 0)
-                   for email, c in server.clients.items())  # named by the key, no Telegram id
-    assert dead_letters(pool) == []
+        assert all((c["uuid"], c["subId"], c["comment"]) == (email, email, "lapse")
+                   for email, c in server.clients.items())  # named by the key
+    [dead] = eventually(lambda: dead_letters(pool), timeout=10, what="the refused sign-up")
+    assert (dead["actor_name"], dead["reason"]) == ("start_trial", "permanent_error")
+    assert f"user {without} has no Telegram id" in dead["exception"]
 
 
 def test_a_purchase_after_an_expired_trial_activates_a_new_key_end_to_end(pool, panels, workers):
@@ -208,7 +212,7 @@ def test_a_purchase_after_an_expired_trial_activates_a_new_key_end_to_end(pool, 
 
     now = datetime.now(UTC)
     with pool.connection() as conn:
-        user = make.user(conn)
+        user = make.bot_user(conn)
         make.plan(conn)
         make.subscription(conn, user, kind="trial", status="expired",
                           started_at=now - timedelta(days=10), expires_at=now - timedelta(days=7),
@@ -241,7 +245,7 @@ def panel_env(database: str, panels: list[Any]) -> dict[str, str]:
 def test_killed_between_commit_and_send_the_sweep_activates_it(pool, database, panels, tmp_path,
                                                                sent):
     with pool.connection() as conn:
-        user = make.user(conn)
+        user = make.bot_user(conn)
         conn.commit()
     log = tmp_path / "faults.log"
     killed = run(["-c", START_TRIAL, str(user)], panel_env(database, panels),

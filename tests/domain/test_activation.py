@@ -37,7 +37,7 @@ def sign_up(pool, user, now=NOW):
 
 def new_user(pool):
     with pool.connection() as conn:
-        user = make.user(conn)
+        user = make.bot_user(conn)
         conn.commit()
     return user
 
@@ -102,7 +102,7 @@ def test_a_paid_row_without_a_key_gets_one_persisted_before_any_panel_call(pool,
     a, b = two_panels
     down(a), down(b)
     with pool.connection() as conn:
-        user = make.user(conn)
+        user = make.bot_user(conn)
         paid = make.subscription(conn, user, status="pending", started_at=NOW,
                                  expires_at=NOW + timedelta(days=30))
         conn.commit()
@@ -255,7 +255,7 @@ def test_a_pending_trial_converted_by_a_purchase_keeps_activating_as_the_paid_ro
 
 def test_an_owners_paid_row_restores_the_family_when_it_becomes_active(pool, sent, two_panels):
     with pool.connection() as conn:
-        owner, member = make.user(conn), make.user(conn)
+        owner, member = make.bot_user(conn), make.bot_user(conn)
         make.family(conn, owner, member, added_at=NOW - timedelta(days=1))
         paid = make.subscription(conn, owner, status="pending", started_at=NOW,
                                  expires_at=NOW + timedelta(days=30))
@@ -327,7 +327,7 @@ def sweep(pool, now):
 def test_sweep_activations_resends_only_what_no_message_can_still_be_retrying_for(pool, sent):
     span = flows.resend_after()
     with pool.connection() as conn:
-        users = [make.user(conn) for _ in range(3)]
+        users = [make.bot_user(conn) for _ in range(3)]
         lost = make.subscription(conn, users[0], status="pending", started_at=NOW - span,
                                  expires_at=NOW + timedelta(days=30))
         retrying = make.subscription(conn, users[1], status="pending",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +17,14 @@ def given(pool: Any, build: Any) -> Any:
         result = build(conn)
         conn.commit()
     return result
+
+
+_telegram_ids = itertools.count(5_000_000_000)
+
+
+def bot_user(conn: Connection[Any], **overrides: Any) -> int:
+    """A user who came through the bot: a Telegram id of its own (sign-up needs one)."""
+    return user(conn, **{"telegram_id": next(_telegram_ids)} | overrides)
 
 
 def _insert_returning_id(conn: Connection[Any], sql: str, params: Any) -> int:
