@@ -8,6 +8,7 @@ freezegun.
 from __future__ import annotations
 
 import signal
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -301,3 +302,73 @@ def status_of(pool, subscription_id):
     with pool.connection() as conn:
         return conn.execute("select status from subscriptions where id = %s",
                             (subscription_id,)).fetchone()["status"]
+
+
+def test_no_connection_or_transaction_is_held_across_a_panel_call(pool, panels, database, sent):
+    """SPEC §6 A1 (the predecessor held a connection across a sleep): at every request a panel
+    receives — activation's add, removal's delete, reconcile's list and add — this process's
+    pool has every connection back and no session of the database is idle in a transaction."""
+    import psycopg
+
+    from domain import lifecycle
+    from lapse.flows import key_removal
+    from lapse.platform.after_commit import transaction
+
+    seen: list[tuple[str, int, int]] = []
+
+    def look(request, fake):
+        with psycopg.connect(database) as conn:
+            idle_in_transaction = conn.execute(
+                "select count(*) from pg_stat_activity where datname = current_database() "
+                "and state like 'idle in transaction%%' and pid <> pg_backend_pid()").fetchone()[0]
+        stats = pool.get_stats()
+        seen.append((request.path.split("/")[4], idle_in_transaction,
+                     stats["pool_size"] - stats["pool_available"]))
+        return None  # then the fake answers as usual
+
+    for server in panels:
+        server.inject(look, on="/clients/", times=10**6)
+    now = datetime.now(UTC)
+    with pool.connection() as conn:
+        user = make.bot_user(conn)
+        paid = make.subscription(conn, user, status="pending", started_at=now,
+                                 expires_at=now + timedelta(days=30))
+        other = make.subscription(conn, make.bot_user(conn), status="active", started_at=now,
+                                  expires_at=now + timedelta(days=30), access_key=uuid.uuid4())
+        conn.commit()
+    flows.activate(pool, paid)
+    assert status_of(pool, paid) == "active"
+    with pool.connection() as conn, transaction(conn):
+        key = str(conn.execute("select access_key from subscriptions where id = %s",
+                               (paid,)).fetchone()["access_key"])
+        lifecycle.revoke(conn, paid, now=now)
+    key_removal.remove_key(pool, key, None, now=now)
+    for server in panels:
+        reconcile.reconcile_panel(pool, server.row, now=now)
+    assert {call for call, _, _ in seen} >= {"add", "del", "list"}
+    assert other and [(call, held) for call, *counts in seen
+                      if (held := tuple(counts)) != (0, 0)] == []
+
+
+def test_a_panel_marked_login_refused_gets_no_request_until_lapse_panel_check(pool, panels, sent):
+    """SPEC §6: 3x-ui locks an address out after five refused logins, so a panel marked as
+    refusing Lapse's login is not called again — not by activation, provision_client or
+    reconcile — until ``lapse panel check`` clears the mark."""
+    from domain import panels as panel_rows
+
+    a, b = panels
+    now = datetime.now(UTC)
+    with pool.connection() as conn:
+        panel_rows.mark_login_refused(conn, b.row.id, "login refused", now=now)
+        paid = make.subscription(conn, make.bot_user(conn), status="pending", started_at=now,
+                                 expires_at=now + timedelta(days=30))
+        conn.commit()
+    flows.activate(pool, paid)
+    assert status_of(pool, paid) == "active"
+    with pool.connection() as conn:
+        key = str(conn.execute("select access_key from subscriptions where id = %s",
+                               (paid,)).fetchone()["access_key"])
+        refused = panel_rows.panel_by_id(conn, b.row.id)
+    assert flows.provision(pool, key, b.row.id) == "panel not usable"
+    assert reconcile.reconcile_panel(pool, refused, now=now)["skipped_login_refused"] == 1
+    assert sorted(a.clients) == [key] and b.received == [] and b.login_attempts == 0

@@ -34,6 +34,16 @@ M = [
   "    except LapseError as error:\n        logger.warning(\"reconcile: panel %s skipped",
   "    except LapseError as error:\n        listed = []\n    if False:\n        logger.warning(\"reconcile: panel %s skipped",
   TR + "test_a_panel_that_cannot_be_listed_is_skipped_and_reported_never_taken_as_empty"),
+ ("reconcile skips a login-refused panel", R,
+  "    if panel.login_refused:\n        counts[\"skipped_login_refused\"] += 1\n        return counts\n",
+  "",
+  "tests/actors/test_activation.py::"
+  "test_a_panel_marked_login_refused_gets_no_request_until_lapse_panel_check"),
+ ("provision_client skips a login-refused panel", "domain/activation.py",
+  "    if not panel.enabled or panel.login_refused:\n",
+  "    if not panel.enabled:\n",
+  "tests/actors/test_activation.py::"
+  "test_a_panel_marked_login_refused_gets_no_request_until_lapse_panel_check"),
  ("reconcile adds no pending key", R,
   'if status != "pending" and k not in on_panel)', "if k not in on_panel)",
   TR + "test_a_pending_key_is_left_to_activation_even_without_the_recheck"),
