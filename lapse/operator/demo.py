@@ -68,6 +68,15 @@ def _demo_url(config: Settings) -> str:
     return urlunparse(base._replace(path=f"/{name}"))
 
 
+def _shown(url: str) -> str:
+    """The demo database's URL to print, its password (if any) left out."""
+    parts = urlparse(url)
+    if parts.password is None:
+        return url
+    return urlunparse(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@",
+                                                                 ":PASSWORD@", 1)))
+
+
 def _demo_store(config: Settings) -> s3.S3RecordingStore:
     from lapse.platform import local_s3
 
@@ -342,6 +351,8 @@ def run(config: Settings, *, users: int, days: int, seed: int, as_json: bool = F
             print(f"HTML report: {report} (its verdicts: " + ", ".join(
                 f"{v.name} {'ok' if v.ok else 'FAIL'}" for v in verdicts) + ")", file=out)
             print(f"worker logs: {log_path}", file=out)
+        print(f"look around: DATABASE_URL={_shown(url)} lapse web   (or lapse status, "
+              "lapse explain USER_ID)", file=sys.stderr if as_json else out)
         print(f"lapse demo: finished in {time.monotonic() - started:.1f} s", file=sys.stderr)
     finally:
         if demo_pool is not None:

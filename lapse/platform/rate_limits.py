@@ -106,7 +106,11 @@ class RateLimiter:
     def __init__(self, store: Store, name: str, *, rate: float, per_key_rate: float,
                  burst: int = 1) -> None:
         self.store, self.name = store, name
-        self.overall = Bucket(f"{name}:all", 1 / rate, (burst - 1) / rate)
+        # GCRA admits at most T/interval + burst in any span T: spacing the sends for
+        # rate - (burst - 1)/60 takes the burst's extra sends out of each minute, so a minute
+        # holds no more than at burst 1, rate × 60 + 1 (30/s, burst 2: spaced for 29.98/s).
+        spaced = max(rate - (burst - 1) / 60, rate / 2)
+        self.overall = Bucket(f"{name}:all", 1 / spaced, (burst - 1) / spaced)
         self.per_key_interval = 1 / per_key_rate
         self.pause = Pause(store, f"{name}:pause")
 

@@ -24,6 +24,23 @@ def test_help_lists_every_command():
         assert command in result.stdout
 
 
+def test_demo_help_teaches_what_it_does_its_defaults_and_where_its_output_goes():
+    result = lapse("demo", "--help", env={"COLUMNS": "200"})  # no line wrapped inside a phrase
+    assert result.returncode == 0
+    for taught in ("default 2000", "default 30", "default 7", "demo.log", "report.html",
+                   "_demo", "lapse web", "--users 200 --days 7"):
+        assert taught in result.stdout, taught
+
+
+def test_the_demo_prints_its_database_url_without_the_password():
+    from lapse.operator.demo import _shown
+
+    assert _shown("postgresql://lapse:s3cret@db:5432/x_demo") == \
+        "postgresql://lapse:PASSWORD@db:5432/x_demo"
+    assert _shown("postgresql://postgres@127.0.0.1:5432/x_demo") == \
+        "postgresql://postgres@127.0.0.1:5432/x_demo"
+
+
 def test_bad_database_url_is_one_line(database):
     line = one_error_line(lapse("audit", "invariants",
                                 env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nope"}))

@@ -113,12 +113,33 @@ def test_senders_refused_at_one_instant_get_one_place_each_and_each_goes_on_its_
     once more, not once per slot until it wins (the n² herd the demo spent a day on)."""
     limiter = RateLimiter(store, "t", rate=10, per_key_rate=1, burst=2)
     waits = [limiter.try_acquire(chat) for chat in range(50)]
+    slot = limiter.overall.interval  # 1 / 10 a little stretched: see the next test
     assert waits[:2] == [0, 0]
-    assert waits[2:] == [about(0.1 * place) for place in range(1, 49)]
+    assert waits[2:] == [about(slot * place) for place in range(1, 49)]
     for chat, wait in sorted(enumerate(waits[2:], start=2), key=lambda item: item[1]):
         at(wait + 0.001)  # as Retry(delay_ms) brings it back: whole milliseconds, rounded up
         assert limiter.try_acquire(chat) == 0, f"chat {chat} refused at its slot {wait}"
         assert limiter.try_acquire(1000 + chat) > 0  # a place in line is no extra token
+
+
+def test_no_minute_holds_more_than_the_rate_even_with_the_burst(store, at):
+    """The burst's extra send is taken out of each minute's spacing: senders that come back
+    the moment they are told fill a minute, both ends included, with rate × 60 + 1 sends — as
+    many as without a burst — so the mean over a minute stays at the rate."""
+    rate = 5
+    limiter = RateLimiter(store, "t", rate=rate, per_key_rate=100, burst=2)
+    admitted, now, chat = [], 0.0, 1
+    while now <= 60.001:
+        at(now)
+        wait = limiter.try_acquire(chat)
+        if wait == 0:
+            admitted.append(now)
+            chat += 1
+        else:
+            now += wait + 0.0001  # back when told (its place in line)
+    assert admitted[1] < 0.001  # the burst (a store may round to the microsecond)
+    assert len(admitted) == rate * 60 + 1
+    assert max_in_window(admitted) <= rate + 1
 
 
 def test_a_sender_held_back_by_its_own_chat_takes_no_place_in_the_line(store, at):
