@@ -2,8 +2,8 @@
 and no worker logged an unexpected error.
 
 The demo runs as the operator runs it (a subprocess of the real command) on a
-small population, twice with one seed and once with another, each with its
-own LAPSE_HOME so each run's log file can be read afterwards.
+small population, twice with one seed, each with its own LAPSE_HOME so each
+run's log file can be read afterwards.
 """
 
 from __future__ import annotations
