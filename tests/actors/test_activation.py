@@ -90,8 +90,19 @@ def keys_by_status(pool) -> tuple[Counter[str], list[str]]:
     return Counter(r["status"] for r in found), [str(r["access_key"]) for r in found]
 
 
-def test_four_workers_add_each_key_to_each_panel_exactly_once(pool, panels, workers):
-    activate_all(workers, pending_rows(pool, ROWS))
+def test_four_workers_add_each_key_to_each_panel_exactly_once(pool, panels, workers,
+                                                              monkeypatch):
+    """Every row is sent twice (a redelivery, a lost-and-resent message), side by side so both
+    copies meet on the four threads: the row lock and the lease let one of them add the key;
+    the other is told the row is busy, retried (in 0.2 s here) and finds it active."""
+    import actors
+
+    options = actors.broker.get_actor("activate_subscription").options
+    for option, value in (("min_backoff", 200), ("max_backoff", 1000), ("max_retries", 20)):
+        monkeypatch.setitem(options, option, value)
+    rows = pending_rows(pool, ROWS)
+    activate_all(workers, [row for row in rows for _ in range(2)])
+    assert dead_letters(pool) == []
     statuses, keys = keys_by_status(pool)
     assert statuses == {"active": ROWS}
     for server in panels:
