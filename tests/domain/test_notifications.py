@@ -3,6 +3,8 @@ the delivery classes of stale claims, the unreachable mark, the trial-notice and
 
 from __future__ import annotations
 
+import re
+import string
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -86,6 +88,25 @@ def test_every_kind_has_a_template_in_english_and_russian():
     for kind in notifications.AT_LEAST_ONCE | notifications.AT_MOST_ONCE:
         for language in ("en", "ru"):
             assert (notifications.TEMPLATES / language / f"{kind}.txt").is_file(), (kind, language)
+
+
+SAMPLE_PAYLOAD = {"price": 500, "amount": 500, "credited": 500, "currency": "USD",
+                  "expires_at": "2026-12-01T12:00:00+00:00", "hours": 6, "problem": "x",
+                  "text": "Hello all"}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (notifications.TEMPLATES / "en").glob(
+    "*.txt")))
+def test_each_template_renders_in_russian_with_the_fields_of_its_english_twin(name):
+    fields = {language: {f for _, f, _, _ in string.Formatter().parse(
+        (notifications.TEMPLATES / language / f"{name}.txt").read_text()) if f}
+        for language in ("en", "ru")}
+    assert fields["ru"] == fields["en"], name
+    english, russian = (notifications.render(name, language, SAMPLE_PAYLOAD)
+                        for language in ("en", "ru"))
+    assert "{" not in russian and "}" not in russian
+    assert name == "broadcast" or (russian != english
+                                   and re.search("[а-яА-Я]", russian)), russian
 
 
 def test_a_broadcast_names_its_template_or_carries_its_text(pool):
