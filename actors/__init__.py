@@ -11,6 +11,9 @@ them; ``schedules.py`` imports this package, never the other way round.
 from lapse.platform import metrics_setup  # noqa: F401
 # isort: on
 from actors import access, keys, money, notifications, retention, sweeps, ticks
+from actors.boot import PanelCheckAtStart
 from lapse.platform.brokers import broker
+
+broker.add_middleware(PanelCheckAtStart())
 
 __all__ = ["access", "broker", "keys", "money", "notifications", "retention", "sweeps", "ticks"]

@@ -32,6 +32,7 @@ from psycopg.rows import dict_row
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ["LAPSE_BROKER"] = "stub"
+os.environ["LAPSE_PANEL_CHECK_AT_START"] = "0"  # on in tests/actors/test_panel_check.py only
 # Nothing in the tests may reach real AWS: credentials are fakes, the endpoint is moto's.
 os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                    "AWS_DEFAULT_REGION": "us-east-1"})

@@ -12,24 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from domain import panels
+from lapse.flows.panel_check import Checked, check_panel
 from lapse.platform import clock
-from lapse.platform.breaker import CircuitOpen
 from lapse.platform.config import Settings
-from lapse.ports.panel import (
-    Credentials,
-    MissingCredentials,
-    PanelGarbage,
-    PanelLoginRefused,
-    PanelRefused,
-    PanelSessionLost,
-    PanelTooOld,
-    PanelUnavailable,
-    connect,
-)
+from lapse.ports.panel import Credentials, MissingCredentials
 
 EXIT_OK, EXIT_FOUND = 0, 1
 
@@ -122,20 +112,6 @@ def _list(args: argparse.Namespace, config: Settings, pool: Any) -> int:
     return EXIT_OK
 
 
-@dataclass
-class Checked:
-    name: str
-    url: str
-    inbound_id: int
-    reachable: bool | None = None
-    version_ok: bool | None = None
-    login: str = "not tried"
-    inbound_found: bool | None = None
-    lapse_clients: int | None = None
-    other_clients: int | None = None
-    problem: str | None = None
-
-
 def _check(args: argparse.Namespace, config: Settings, pool: Any) -> int:
     with pool.connection() as conn, conn.transaction():
         _default(conn, config)
@@ -154,44 +130,6 @@ def _check(args: argparse.Namespace, config: Settings, pool: Any) -> int:
     else:
         _print_checks(checks)
     return EXIT_FOUND if any(c.problem for c in checks) else EXIT_OK
-
-
-def check_panel(panel: panels.Panel, timeout: float) -> Checked:
-    """Log in, find the inbound, list the clients; say what is wrong in the operator's words."""
-    checked = Checked(panel.name, panel.url, panel.inbound_id)
-    try:
-        port = connect(panel, timeout=timeout)
-        port.login()
-        checked.reachable, checked.login = True, "ok"
-        found = port.list_clients(only_lapse=False)
-        checked.version_ok = True
-        checked.inbound_found = port.inbound_exists()
-    except MissingCredentials as error:
-        checked.problem = f"credentials missing: {error}"
-        return checked
-    except (PanelUnavailable, CircuitOpen) as error:
-        checked.reachable, checked.problem = False, f"unreachable: {error}"
-        return checked
-    except PanelLoginRefused as error:
-        checked.reachable, checked.login = True, "refused"
-        checked.problem = f"refuses the credentials: {error}"
-        return checked
-    except PanelTooOld as error:
-        checked.reachable, checked.version_ok = True, False
-        checked.problem = f"too old: {error}"
-        return checked
-    except PanelSessionLost as error:
-        checked.reachable, checked.login = True, "not kept"
-        checked.problem = f"session not kept: {error}"
-        return checked
-    except (PanelGarbage, PanelRefused) as error:
-        checked.reachable, checked.problem = True, f"unreadable answer: {error}"
-        return checked
-    checked.lapse_clients = sum(1 for c in found if c.is_lapse)
-    checked.other_clients = len(found) - checked.lapse_clients
-    if not checked.inbound_found:
-        checked.problem = f"inbound {panel.inbound_id} not found on the panel"
-    return checked
 
 
 def _print_checks(checks: list[Checked]) -> None:

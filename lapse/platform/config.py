@@ -50,6 +50,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_PANEL_TOKEN", None, "3x-ui API token (`Authorization: Bearer`); preferred over user and password, skips the CSRF login.", secret=True),
     Variable("LAPSE_PANEL_INBOUND_ID", "1", "3x-ui inbound that holds the clients (positive integer)."),
     Variable("LAPSE_PANEL_TIMEOUT_SECONDS", "10", "Timeout of one HTTP request to a panel (connect and read)."),
+    Variable("LAPSE_PANEL_CHECK_AT_START", "1", "`1`: each worker logs in to every enabled panel when it starts and logs what `lapse panel check` would say (a panel marked as refusing the login is left alone)."),
     Variable("LAPSE_PANEL_RETRIES", "10", "Retries of `activate_subscription` and of each panel's `provision_client` before the dead-letter archive."),
     Variable("LAPSE_PANEL_MIN_BACKOFF_MS", "10000", "First retry delay of `activate_subscription` and `provision_client` (doubles each retry)."),
     Variable("LAPSE_PANEL_MAX_BACKOFF_MS", "3600000", "Longest retry delay of `activate_subscription` and `provision_client`."),
@@ -114,6 +115,7 @@ class Settings:
     panel_inbound_id: int
     panel_token: str | None = field(repr=False)
     panel_timeout_seconds: float
+    panel_check_at_start: bool
     crypto_url: str
     crypto_token: str | None = field(repr=False)
     telegram_url: str
@@ -209,6 +211,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         telegram_burst=_positive_int(raw("LAPSE_TELEGRAM_BURST"), "LAPSE_TELEGRAM_BURST"),
         web_token=_web_token(raw("LAPSE_WEB_TOKEN")),
         allow_clock_override=_flag(raw("LAPSE_ALLOW_CLOCK_OVERRIDE"), "LAPSE_ALLOW_CLOCK_OVERRIDE"),
+        panel_check_at_start=_flag(raw("LAPSE_PANEL_CHECK_AT_START"), "LAPSE_PANEL_CHECK_AT_START"),
         billing_grace=timedelta(
             hours=_positive_int(raw("LAPSE_BILLING_GRACE_HOURS"), "LAPSE_BILLING_GRACE_HOURS")
         ),
