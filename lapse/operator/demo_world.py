@@ -98,7 +98,7 @@ class World:
         # the demo is one process with one sender at a time: its limits and pauses live in its
         # memory (the same GCRA as the shared stores), fresh each run, so no earlier run's state
         # (a shared Redis keeps it an hour) changes a number, and a send costs no round trip
-        limiter = RateLimiter(MemoryStore(), "telegram", rate=config.telegram_rate,
+        limiter = RateLimiter(MemoryStore(), "telegram", rate=config.telegram_rate * telegram.HEADROOM,
                               per_key_rate=config.telegram_chat_rate, burst=config.telegram_burst)
         saved_ports = (crypto_pay.install_port(crypto_pay.CryptoPay(
             crypto.url, fake_crypto.TOKEN, timeout=5, sleep=_no_sleep,
