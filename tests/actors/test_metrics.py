@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from tests.conftest import (
     eventually,
     service_unavailable,
 )
-from tests.support.processes import stop_process_groups
+from tests.support.processes import spawn, stop_process_groups
 
 pytestmark = pytest.mark.slow
 
@@ -55,12 +54,10 @@ class Worker:
         if broker == "redis":
             env["REDIS_URL"] = REDIS_URL
         bin_dir = os.path.dirname(sys.executable)
-        with open(log, "wb") as handle:
-            self.process = subprocess.Popen(
-                [f"{bin_dir}/dramatiq", "actors", "tests.support.probe_actors", "--processes", "2",
-                 "--threads", "2", "--queues", "retention", "probe",
-                 "-f", "lapse.operator.metrics:serve_metrics"],
-                cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = spawn(
+            [f"{bin_dir}/dramatiq", "actors", "tests.support.probe_actors", "--processes", "2",
+             "--threads", "2", "--queues", "retention", "probe",
+             "-f", "lapse.operator.metrics:serve_metrics"], env, log)
 
     def scrape(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=30).text

@@ -36,7 +36,7 @@ from tests.conftest import (
     service_unavailable,
 )
 from tests.support.cli import lapse
-from tests.support.processes import stop_process_groups
+from tests.support.processes import spawn, stop_process_groups
 
 pytestmark = pytest.mark.slow
 
@@ -74,12 +74,6 @@ class Stack:
         return self.query("select * from probe_runs")
 
 
-def _spawn(args: list[str], env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
-    handle = open(log, "wb")  # noqa: SIM115  (closed with the process)
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
 PROCESS_BUCKET = "lapse-process-tests"
 
 
@@ -96,12 +90,12 @@ def _start(broker: str, tmp: str, s3_url: str) -> Stack:
         env["REDIS_URL"] = REDIS_URL
     stack = Stack(broker, name, url, env)
     bin_dir = os.path.dirname(sys.executable)
-    stack.processes.append(_spawn(
+    stack.processes.append(spawn(
         [f"{bin_dir}/dramatiq", "actors", "tests.support.probe_actors", "--processes", "1",
          "--threads", "4"], env, f"{tmp}/{broker}-worker.log"))
     for n in (1, 2):
-        stack.processes.append(_spawn([f"{bin_dir}/periodiq", "actors", "schedules"], env,
-                                      f"{tmp}/{broker}-scheduler{n}.log"))
+        stack.processes.append(spawn([f"{bin_dir}/periodiq", "actors", "schedules"], env,
+                                     f"{tmp}/{broker}-scheduler{n}.log"))
     return stack
 
 

@@ -39,7 +39,7 @@ from tests.conftest import (
     eventually,
     service_unavailable,
 )
-from tests.support.processes import stop_process_groups
+from tests.support.processes import spawn, stop_process_groups
 
 pytestmark = pytest.mark.slow
 
@@ -76,10 +76,7 @@ class FirstRun:
                               text=True, timeout=timeout, check=False)
 
     def start(self, command: str, log_name: str) -> None:
-        with open(self.logs / log_name, "wb") as log:
-            self.processes.append(subprocess.Popen(
-                ["bash", "-c", command], cwd=ROOT, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True))
+        self.processes.append(spawn(["bash", "-c", command], self.env, self.logs / log_name))
 
     def stop(self) -> None:
         stop_process_groups(self.processes, grace=20)

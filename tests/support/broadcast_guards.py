@@ -1,16 +1,13 @@
 """STYLE rule 12 for broadcasts: delete each guard once and watch its test fail.
 
-``python -m tests.support.broadcast_guards [N ...]`` applies each mutation
-below in turn (every file is restored after each), runs the test that should
-catch it and prints FAILS (good) or STILL PASSES. Not collected by pytest.
+``python -m tests.support.broadcast_guards [N ...]`` (tests/support/guard_runner.py).
 Run it with the environment of the tests (no DATABASE_URL, your REDIS_URL).
 """
 
-import pathlib
-import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.support.guard_runner import run
+
 SQL = "domain/sql/broadcasts.sql"
 MIGRATION = "domain/sql/migrations/0011_broadcasts.sql"
 DOMAIN = "domain/broadcasts.py"
@@ -69,26 +66,5 @@ M = [
 ]
 
 
-def main(only: list[str]) -> None:
-    for i, (name, edits, test) in enumerate(M):
-        if only and str(i) not in only:
-            continue
-        originals = {path: (ROOT / path).read_text() for path, _, _ in edits}
-        try:
-            for path, old, new in edits:
-                text = (ROOT / path).read_text()
-                assert text.count(old) == 1, (name, path, text.count(old))
-                (ROOT / path).write_text(text.replace(old, new))
-            r = subprocess.run([str(ROOT / ".venv/bin/pytest"), "-q", "-x", "-p", "no:cacheprovider",
-                                test], cwd=ROOT, capture_output=True, text=True, timeout=900)
-            line = [out for out in r.stdout.splitlines()
-                    if " passed" in out or " failed" in out or "error" in out.lower()][-1:]
-            verdict = "FAILS (good)" if r.returncode else "STILL PASSES (BAD)"
-            print(f"{verdict}  {i} {name}  -> {test.split('::')[1]}  {line}", flush=True)
-        finally:
-            for path, text in originals.items():
-                (ROOT / path).write_text(text)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(M, sys.argv[1:], timeout=900)

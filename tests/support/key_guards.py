@@ -1,15 +1,12 @@
 """STYLE rule 12 for key removal and reconcile: delete each guard once and watch its test fail.
 
-``python -m tests.support.key_guards [N ...]`` applies each mutation below in
-turn (the file is restored after each), runs the test that should catch it and
-prints FAILS (good) or STILL PASSES. Not collected by pytest.
+``python -m tests.support.key_guards [N ...]`` (tests/support/guard_runner.py).
 """
 
-import pathlib
-import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.support.guard_runner import run
+
 R = "lapse/flows/reconcile.py"
 K = "lapse/flows/key_removal.py"
 TR = "tests/actors/test_reconcile.py::"
@@ -92,31 +89,5 @@ M = [
 ]
 
 
-def main(only: list[str]) -> None:
-    for i, (name, path, old, new, test) in enumerate(M):
-        if only and str(i) not in only:
-            continue
-        f = ROOT / path
-        text = f.read_text()
-        assert text.count(old) == 1, (name, text.count(old))
-        changed = text.replace(old, new)
-        if name.startswith("(the same, the read moved)"):
-            continue  # applied together with the mutation before it
-        if i + 1 < len(M) and M[i + 1][0].startswith("(the same, the read moved)"):
-            changed = changed.replace(M[i + 1][2], M[i + 1][3])
-        f.write_text(changed)
-        try:
-            r = subprocess.run([str(ROOT / ".venv/bin/pytest"), "-q", "-x", "-p", "no:cacheprovider",
-                                test], cwd=ROOT, capture_output=True, text=True, timeout=600)
-            line = [out for out in r.stdout.splitlines()
-                    if " passed" in out or " failed" in out or "error" in out.lower()][-1:]
-            verdict = "FAILS" if r.returncode else "PASSES"
-            good = (verdict == "PASSES") == ("expected to PASS" in name)
-            print(f"{verdict} ({'good' if good else 'BAD'})  {i} {name}  -> "
-                  f"{test.split('::')[1]}  {line}", flush=True)
-        finally:
-            f.write_text(text)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(M, sys.argv[1:], passes="PASSES")

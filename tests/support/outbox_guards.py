@@ -1,22 +1,22 @@
 """STYLE rule 12 for the outbox: delete each guard once and watch its test fail.
 
-``python -m tests.support.outbox_guards [N ...]`` applies each mutation below
-in turn (the file is restored after each), runs the test that should catch it
-and prints FAILS (good) or STILL PASSES. Not collected by pytest. Run it with
-the same environment as the tests (no DATABASE_URL, REDIS_URL of your own).
+``python -m tests.support.outbox_guards [N ...]`` (tests/support/guard_runner.py).
+Run it with the same environment as the tests (no DATABASE_URL, REDIS_URL of your own).
 """
 
-import pathlib
-import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.support.guard_runner import run
+
 D = "domain/notifications.py"
 F = "lapse/flows/notifications.py"
 S = "domain/sql/notifications.sql"
 TD = "tests/domain/test_notifications.py::"
 TA = "tests/actors/test_notifications.py::"
 TP = "tests/actors/test_notification_processes.py::"
+READ_FILTER = ("where status = 'pending' and coalesce(next_attempt_at, created_at) <= %(due_before)s\n"
+               "  and id > %(after)s")
+READ_FILTER_OFF = "where status = 'pending'\n  and id > %(after)s"
 M = [
  ("the rate token before the claim", F,
   "        wait = telegram.rate_limiter().try_acquire(seen.telegram_id)\n",
@@ -55,12 +55,12 @@ M = [
   "where id = %(id)s\n  and (status = 'sending'",
   TD + "test_a_late_outcome_of_an_older_claim_changes_nothing"),
  ("the read's overdue filter alone, the update's re-check backs it up (expected to PASS)", S,
-  "where status = 'pending' and coalesce(next_attempt_at, created_at) <= %(due_before)s\n  and id > %(after)s",
-  "where status = 'pending'\n  and id > %(after)s",
+  READ_FILTER, READ_FILTER_OFF,
   TA + "test_sweep_outbox_sends_overdue_unclaimed_rows_again_once"),
  ("an overdue row is re-sent at most once per margin: the update's re-check, the read's filter off",
-  S, "where id = %(id)s and status = 'pending' and coalesce(next_attempt_at, created_at) <= %(due_before)s\nreturning id",
-  "where id = %(id)s\nreturning id",
+  S, [("where id = %(id)s and status = 'pending' and coalesce(next_attempt_at, created_at) <= %(due_before)s\nreturning id",
+       "where id = %(id)s\nreturning id"),
+      (READ_FILTER, READ_FILTER_OFF)], None,
   TA + "test_sweep_outbox_sends_overdue_unclaimed_rows_again_once"),
  ("the notice's idempotency key (a repeat writes nothing)", S,
   "on conflict (idempotency_key) do nothing\nreturning id",
@@ -75,28 +75,5 @@ M = [
 ]
 
 
-def main(only: list[str]) -> None:
-    for i, (name, path, old, new, test) in enumerate(M):
-        if only and str(i) not in only:
-            continue
-        f = ROOT / path
-        text = f.read_text()
-        assert text.count(old) == 1, (name, text.count(old))
-        changed = text.replace(old, new)
-        if "filter off" in name:  # the read's filter backs it up: off for this one
-            changed = changed.replace(M[i - 1][2], M[i - 1][3])
-        f.write_text(changed)
-        try:
-            r = subprocess.run([str(ROOT / ".venv/bin/pytest"), "-q", "-x", "-p", "no:cacheprovider",
-                                test], cwd=ROOT, capture_output=True, text=True, timeout=900)
-            line = [out for out in r.stdout.splitlines()
-                    if " passed" in out or " failed" in out or "error" in out.lower()][-1:]
-            verdict = "FAILS" if r.returncode else "STILL PASSES"
-            good = (verdict == "STILL PASSES") == ("expected to PASS" in name)
-            print(f"{verdict} ({'good' if good else 'BAD'})  {i} {name}  -> {test.split('::')[1]}  {line}", flush=True)
-        finally:
-            f.write_text(text)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(M, sys.argv[1:], timeout=900)

@@ -1,15 +1,12 @@
 """STYLE rule 12 for the panel work: delete each guard once and watch its test fail.
 
-``python -m tests.support.panel_guards [N ...]`` applies each mutation below in
-turn (the file is restored after each), runs the test that should catch it and
-prints FAILS (good) or STILL PASSES. Not collected by pytest.
+``python -m tests.support.panel_guards [N ...]`` (tests/support/guard_runner.py).
 """
 
-import pathlib
-import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.support.guard_runner import run
+
 M = [
  ("re-login once on a 404", "lapse/ports/panel.py", "            self._login_again(used)  # an expired session answers 404: log in again, once\n", "            pass\n", "tests/platform/test_panel.py::test_an_expired_session_answered_404_is_survived_with_exactly_one_relogin"),
  ("threads re-login once between them", "lapse/ports/panel.py", "            if self.api.session == used:\n", "            if True:\n", "tests/platform/test_panel.py::test_threads_whose_session_expired_log_in_again_once_between_them"),
@@ -39,22 +36,7 @@ M = [
  ("'default' is reserved", "domain/panels.py", "    if name == DEFAULT_NAME:\n", "    if False:\n", "tests/domain/test_panels.py::test_a_bad_definition_is_refused_with_the_reason"),
  ("config: default panel needs credentials", "lapse/platform/config.py", "    _panel_credentials(raw)\n", "", "tests/platform/test_config.py::test_bad_values_name_the_variable"),
 ]
-def main(only: list[str]) -> None:
-    for i, (name, path, old, new, test) in enumerate(M):
-        if only and str(i) not in only:
-            continue
-        f = ROOT / path
-        text = f.read_text()
-        assert text.count(old) == 1, (name, text.count(old))
-        f.write_text(text.replace(old, new))
-        try:
-            r = subprocess.run([str(ROOT/".venv/bin/pytest"), "-q", "-x", "-p", "no:cacheprovider", test], cwd=ROOT, capture_output=True, text=True, timeout=300)
-            line = [out for out in r.stdout.splitlines()
-                    if " passed" in out or " failed" in out or "error" in out.lower()][-1:]
-            print(f"{'FAILS (good)' if r.returncode else 'STILL PASSES'}  {name}  -> {test.split('::')[1]}  {line}", flush=True)
-        finally:
-            f.write_text(text)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(M, sys.argv[1:], timeout=300, fails="FAILS (good)", line="{verdict}  {name}  -> {test}  {last}")

@@ -1,15 +1,12 @@
 """STYLE rule 12 for the operator console: delete each guard once and watch its test fail.
 
-``python -m tests.support.status_guards [N ...]`` applies each mutation below in
-turn (the file is restored after each), runs the test that should catch it and
-prints FAILS (good) or STILL PASSES. Not collected by pytest.
+``python -m tests.support.status_guards [N ...]`` (tests/support/guard_runner.py).
 """
 
-import pathlib
-import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.support.guard_runner import run
+
 S = "lapse/operator/status.py"
 SS = "lapse/operator/sql/status.sql"
 B = "lapse/platform/breaker.py"
@@ -58,24 +55,6 @@ M = [
 ]
 
 
-def main(chosen: list[int]) -> int:
-    env_prefix = ["env", "-u", "DATABASE_URL"]
-    for n, (what, path, old, new, test) in enumerate(M):
-        if chosen and n not in chosen:
-            continue
-        file = ROOT / path
-        original = file.read_text()
-        assert original.count(old) == 1, f"{what}: guard text not found once in {path}"
-        file.write_text(original.replace(old, new))
-        try:
-            result = subprocess.run([*env_prefix, sys.executable, "-m", "pytest", "-q", "-x",
-                                     "-p", "no:cacheprovider", test], cwd=ROOT,
-                                    capture_output=True, text=True, check=False)
-        finally:
-            file.write_text(original)
-        print(f"{n:2} {'FAILS' if result.returncode else 'STILL PASSES'}  {what}", flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main([int(a) for a in sys.argv[1:]]))
+    run(M, sys.argv[1:], timeout=None, line="{i:2} {verdict}  {name}",
+        pytest=["env", "-u", "DATABASE_URL", sys.executable, "-m", "pytest"])

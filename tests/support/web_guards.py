@@ -1,18 +1,15 @@
 """STYLE rule 12 for the web console: delete each guard once and watch its test fail.
 
-``python -m tests.support.web_guards [N ...]`` applies each mutation below in
-turn (the file is restored after each), runs the test that should catch it and
-prints FAILS or PASSES, and whether that is what it should do: the bulk
-confirmation has three guards that back each other up (the counted highest
-id, the count, the digest of the ids), so each is also shown to hold alone.
-Not collected by pytest.
+``python -m tests.support.web_guards [N ...]`` (tests/support/guard_runner.py) prints
+FAILS or PASSES, and whether that is what it should do: the bulk confirmation has
+three guards that back each other up (the counted highest id, the count, the digest
+of the ids), so each is also shown to hold alone.
 """
 
-import pathlib
-import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.support.guard_runner import run
+
 SQL = "lapse/operator/web/sql/web.sql"
 BULK = "lapse/operator/web/bulk.py"
 APP = "lapse/operator/web/app.py"
@@ -80,29 +77,5 @@ M = [
 ]
 
 
-def main(only: list[str]) -> None:
-    for i, (name, path, old, new, test) in enumerate(M):
-        if only and str(i) not in only:
-            continue
-        f = ROOT / path
-        text = f.read_text()
-        changed = text
-        for before, after in (old if isinstance(old, list) else [(old, new)]):
-            assert changed.count(before) == 1, (name, changed.count(before))
-            changed = changed.replace(before, after)
-        f.write_text(changed)
-        try:
-            r = subprocess.run([str(ROOT / ".venv/bin/pytest"), "-q", "-x", "-p", "no:cacheprovider",
-                                test], cwd=ROOT, capture_output=True, text=True, timeout=600)
-            line = [out for out in r.stdout.splitlines()
-                    if " passed" in out or " failed" in out or "error" in out.lower()][-1:]
-            verdict = "FAILS" if r.returncode else "PASSES"
-            good = (verdict == "PASSES") == ("expected to PASS" in name)
-            print(f"{verdict} ({'good' if good else 'BAD'})  {i} {name}  -> "
-                  f"{test.split('::')[1]}  {line}", flush=True)
-        finally:
-            f.write_text(text)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(M, sys.argv[1:], passes="PASSES")
