@@ -71,6 +71,11 @@ class Peek:
     unreachable: bool
 
 
+def wait_in_line(conn: Connection[Any], notification_id: int, *, until: datetime) -> None:
+    """A pending notice was told to wait for its rate-limit slot: it is due ``until``."""
+    conn.execute(SQL["wait_in_line"], {"id": notification_id, "until": until})
+
+
 def peek(conn: Connection[Any], notification_id: int) -> Peek:
     """The row and its user's chat, no lock; UnknownNotification for an id with no row."""
     row: Any = conn.execute(SQL["peek"], {"id": notification_id}).fetchone()

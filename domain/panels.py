@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 from uuid import UUID
@@ -44,6 +44,7 @@ class Panel:
     last_error: str | None
     created_at: datetime
     updated_at: datetime | None
+    boot_checked_at: datetime | None = None  # the last worker start-up check (claim)
 
     @property
     def login_refused(self) -> bool:
@@ -131,6 +132,14 @@ def set_enabled(conn: Connection[Any], name: str, enabled: bool, *, now: datetim
     if panel is None:
         raise UnknownPanel(name)
     return panel
+
+
+def claim_boot_check(conn: Connection[Any], panel_id: int, *, now: datetime,
+                     every: timedelta) -> bool:
+    """Whether this worker checks the panel at start: none has within ``every``, it is enabled
+    and not marked as refusing Lapse's login."""
+    return conn.execute(SQL["claim_boot_check"], {"panel_id": panel_id, "now": now,
+                                                  "every": every}).fetchone() is not None
 
 
 def mark_login_refused(conn: Connection[Any], panel_id: int, error: str, *,

@@ -136,6 +136,13 @@ set status = 'unknown', finished_at = %(now)s,
     last_error = 'claim of attempt ' || attempts || ' ended with no outcome; never sent again'
 where id = %(id)s
 
+-- name: wait_in_line
+-- Told to wait for its rate-limit slot: the row is due then, so sweep_outbox does not take it
+-- for a lost message (a second message would take a second place in the line) before
+-- the overdue margin past that slot.
+update notifications set next_attempt_at = %(until)s
+where id = %(id)s and status = 'pending'
+
 -- name: overdue
 -- Unclaimed rows whose message was lost: due for a while and still pending.
 select id from notifications

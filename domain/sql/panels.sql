@@ -35,6 +35,14 @@ update panels set enabled = %(enabled)s, updated_at = %(now)s
 where name = %(name)s
 returning *
 
+-- name: claim_boot_check
+-- One worker process per deployment checks a panel at start: the first to claim it within the
+-- interval, and only while it is enabled and not marked as refusing the login.
+update panels set boot_checked_at = %(now)s
+where id = %(panel_id)s and enabled and login_refused_at is null
+  and (boot_checked_at is null or boot_checked_at <= %(now)s - %(every)s)
+returning id
+
 -- name: mark_login_refused
 -- First refusal time is kept: it says since when the panel has been refusing.
 update panels

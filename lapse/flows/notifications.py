@@ -62,7 +62,10 @@ def deliver(pool: ConnectionPool, notification_id: int) -> str:
             raise WaitForRate(early)
     if seen.telegram_id is not None and not seen.unreachable:  # else the claim skips it
         wait = telegram.rate_limiter().try_acquire(seen.telegram_id)
-        if wait > 0:
+        if wait > 0:  # its place in the line: due then, not a lost message before
+            with pool.connection() as conn, transaction(conn):
+                notifications.wait_in_line(conn, notification_id,
+                                           until=clock.now() + timedelta(seconds=wait))
             raise WaitForRate(wait)
     with pool.connection() as conn, transaction(conn):
         claimed = notifications.claim(conn, notification_id, now=clock.now())

@@ -6,7 +6,9 @@ too old (no ``/panel/api/clients/*``), an unreadable answer, the inbound
 missing. ``check_at_start`` is what a worker runs once when it boots: every
 enabled panel not already marked as refusing Lapse's login (3x-ui locks an
 address out after five refused logins, so a marked panel is left alone until
-``lapse panel check`` succeeds), one line each in the log, a refusal marked.
+``lapse panel check`` succeeds) and not checked by another worker process in
+the last five minutes (``dramatiq`` starts a process per core: each would
+log in), one line each in the log, a refusal marked.
 No database connection is held across a panel call.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from psycopg_pool import ConnectionPool
 
@@ -33,6 +36,7 @@ from lapse.ports.panel import (
 )
 
 logger = logging.getLogger(__name__)
+BOOT_CHECK_EVERY = timedelta(minutes=5)  # workers starting together check a panel once
 
 
 @dataclass
@@ -88,7 +92,8 @@ def check_panel(panel: panels.Panel, timeout: float) -> Checked:
 
 
 def check_at_start(pool: ConnectionPool, timeout: float) -> list[Checked]:
-    """A worker's start-up check: each enabled panel not marked as refusing Lapse's login."""
+    """A worker's start-up check: each enabled panel not marked as refusing Lapse's login that
+    no other worker process checked within BOOT_CHECK_EVERY (claimed in the database first)."""
     with pool.connection() as conn:
         enabled = panels.list_panels(conn, enabled_only=True)
         conn.rollback()
@@ -98,6 +103,12 @@ def check_at_start(pool: ConnectionPool, timeout: float) -> list[Checked]:
             logger.error("panel %s (%s) is marked as refusing Lapse's login since %s: not "
                          "logged in to; fix its credentials, then run `lapse panel check`",
                          panel.name, panel.url, panel.login_refused_at)
+            continue
+        with pool.connection() as conn, transaction(conn):
+            mine = panels.claim_boot_check(conn, panel.id, now=clock.now(), every=BOOT_CHECK_EVERY)
+        if not mine:
+            logger.info("panel %s: checked by another worker at its start (or marked meanwhile)",
+                        panel.name)
             continue
         checked = check_panel(panel, timeout)
         results.append(checked)

@@ -14,7 +14,9 @@ senders refused at one instant come back one slot apart and each is admitted
 on its return (n + n attempts, not the n²/2 of everyone waiting for the same
 next token). The line only spreads the waits; admission is the GCRA alone,
 so the line can never let more through than the limit. A sender held back by
-its own chat's limit waits for that and takes no place in the line.
+its own chat's limit waits for that and takes no place in the line. No place
+is handed out more than LINE_WINDOW past the bucket's next free slot, so
+places nobody comes back for delay the others at most that long.
 
 Time is ``lapse.platform.clock.now()``, passed into the store as a number,
 so the demo and the simulation drive limits and pauses on their simulated
@@ -56,6 +58,9 @@ class Store(Protocol):
     def pause_until(self, key: str) -> float | None: ...
 
 
+LINE_WINDOW = 60.0  # a place is handed out at most this far past the bucket's next free slot
+
+
 def line_key(bucket: Bucket) -> str:
     """Where the end of ``bucket``'s line is kept (the time after the last slot handed out)."""
     return f"{bucket.key}:line"
@@ -80,7 +85,9 @@ def admit(arrivals: Sequence[float | None], buckets: Sequence[Bucket], now: floa
         return 0.0, following, None
     if own >= shared:  # held back by its own chat: no place in the line
         return own - now, following, None
-    slot = max(shared, own, line_end if line_end is not None else now)
+    # places whose sender never comes back (a row sent meanwhile, a cancelled broadcast) would
+    # hold the line back for ever: no place is handed out past LINE_WINDOW from the free slot
+    slot = max(shared, own, min(line_end if line_end is not None else now, shared + LINE_WINDOW))
     return slot - now, following, slot + buckets[0].interval
 
 

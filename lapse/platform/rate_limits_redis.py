@@ -21,13 +21,14 @@ from collections.abc import Sequence
 
 import redis
 
-from lapse.platform.rate_limits import Bucket, line_key
+from lapse.platform.rate_limits import LINE_WINDOW, Bucket, line_key
 
 KEEP_MS = 3_600_000
 
 _ACQUIRE = """
 -- KEYS[1] the pause, KEYS[2] the line of the first bucket, KEYS[3..] the buckets (the overall
--- one first); ARGV[1] now (ms), then each bucket's interval and tolerance (ms), then keep (ms).
+-- one first); ARGV[1] now (ms), then each bucket's interval and tolerance (ms), then the line's
+-- window and keep (ms). A refusal is never '0.000' (a wait under a microsecond would read as go).
 -- The same decision as rate_limits.admit.
 local now = tonumber(ARGV[1])
 local keep = tonumber(ARGV[#ARGV])
@@ -48,12 +49,13 @@ if math.max(shared, own) <= now then
   return '0'
 end
 if own >= shared then
-  return string.format('%.3f', own - now)
+  return string.format('%.3f', math.max(own - now, 0.001))
 end
-local slot = math.max(shared, own, tonumber(redis.call('GET', KEYS[2])) or now)
+local queued = tonumber(redis.call('GET', KEYS[2])) or now
+local slot = math.max(shared, own, math.min(queued, shared + tonumber(ARGV[#ARGV - 1])))
 local line_end = slot + tonumber(ARGV[2])
 redis.call('SET', KEYS[2], string.format('%.3f', line_end), 'PX', math.ceil(line_end - now) + keep)
-return string.format('%.3f', slot - now)
+return string.format('%.3f', math.max(slot - now, 0.001))
 """
 
 _EXTEND = """
@@ -88,7 +90,7 @@ class RedisStore:
         args: list[float] = [now * 1000]
         for bucket in buckets:
             args += [bucket.interval * 1000, bucket.tolerance * 1000]
-        wait_ms = float(self._acquire(keys=keys, args=[*args, KEEP_MS]))
+        wait_ms = float(self._acquire(keys=keys, args=[*args, LINE_WINDOW * 1000, KEEP_MS]))
         return wait_ms / 1000
 
     def extend_pause(self, key: str, until: float, now: float) -> None:

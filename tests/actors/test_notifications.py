@@ -206,6 +206,30 @@ def test_a_server_error_leaves_the_notice_pending_with_its_next_attempt(pool, se
     assert notice_rows(pool, user)[0]["attempts"] == 1
 
 
+def test_a_notice_waiting_for_its_rate_slot_is_no_lost_message_for_sweep_outbox(pool, sent, bot):
+    """A notice told to wait (its place in the line) is due at that slot: sweep_outbox sends no
+    second message for it (which would take a second place) until the overdue margin after it."""
+    from lapse.platform.rate_limits import MemoryStore, RateLimiter
+    from lapse.ports import telegram
+
+    user = user_with_chat(pool)
+    first, waiting = receipt(pool, user, key="a"), receipt(pool, user, key="b")
+    slow = RateLimiter(MemoryStore(), "telegram", rate=1 / 1200, per_key_rate=1000)  # 20 min
+    previous = telegram.install(telegram.port(), slow)
+    try:
+        assert deliver(pool, first) == "sent"
+        with pytest.raises(flows.WaitForRate) as told:
+            deliver(pool, waiting)
+    finally:
+        telegram.install(*previous)
+    slot = now() + timedelta(seconds=told.value.delay)
+    assert told.value.delay > flows.OVERDUE.total_seconds()  # it will wait past the margin
+    sent.clear()
+    assert run_sweep(pool, "outbox", now() + flows.OVERDUE + timedelta(minutes=1))["resent"] == 0
+    assert run_sweep(pool, "outbox", slot + flows.OVERDUE + timedelta(minutes=1))["resent"] == 1
+    assert [m.args for m in sent] == [(waiting,)]
+
+
 def test_sweep_outbox_sends_overdue_unclaimed_rows_again_once(pool, sent, bot):
     user = user_with_chat(pool)
     notice = receipt(pool, user)

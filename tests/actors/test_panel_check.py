@@ -56,6 +56,28 @@ def test_the_check_says_what_each_panel_is_marks_a_refusal_and_leaves_a_marked_p
     assert "panel marked" in said and "lapse panel check" in said
 
 
+def test_workers_starting_together_check_a_panel_once(pool, three_panels):
+    """`dramatiq actors` starts a process per core: were each to log in, a wrong password would
+    cost one refused login per process, and five lock the address out for 15 minutes."""
+    import threading
+
+    results: list[list[str]] = []
+    start = threading.Barrier(6)
+
+    def worker_boot() -> None:
+        start.wait()
+        results.append([c.name for c in check_at_start(pool, timeout=5)])
+
+    threads = [threading.Thread(target=worker_boot) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(name for names in results for name in names) == ["good", "wrong"]
+    assert three_panels["wrong"].login_attempts == 1
+    assert len(three_panels["good"].calls("/clients/list")) == 1
+
+
 def test_a_worker_runs_the_check_when_it_starts_unless_switched_off(pool, three_panels,
                                                                     monkeypatch):
     import actors
@@ -63,6 +85,9 @@ def test_a_worker_runs_the_check_when_it_starts_unless_switched_off(pool, three_
     for setting, expected_lists in (("0", 0), ("1", 1)):
         monkeypatch.setenv("LAPSE_PANEL_CHECK_AT_START", setting)
         reset_settings()
+        with pool.connection() as conn:  # the interval between two boots' checks has passed
+            conn.execute("update panels set boot_checked_at = null")
+            conn.commit()
         before = len(three_panels["good"].calls("/clients/list"))
         worker = dramatiq.Worker(actors.broker, worker_threads=1, queues={"activation"})
         worker.start()
@@ -77,5 +102,9 @@ def test_a_worker_runs_the_check_when_it_starts_unless_switched_off(pool, three_
         if middleware.thread is not None:
             middleware.thread.join(timeout=10)
         assert len(three_panels["good"].calls("/clients/list")) - before == expected_lists
-    monkeypatch.setenv("LAPSE_PANEL_CHECK_AT_START", "0")
-    reset_settings()
+
+
+@pytest.fixture(autouse=True)
+def _settings_restored():
+    yield
+    reset_settings()  # the environment is restored by monkeypatch; the cached settings here

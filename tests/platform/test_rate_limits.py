@@ -122,6 +122,16 @@ def test_senders_refused_at_one_instant_get_one_place_each_and_each_goes_on_its_
         assert limiter.try_acquire(1000 + chat) > 0  # a place in line is no extra token
 
 
+def test_no_place_is_handed_out_more_than_the_window_ahead(store, at):
+    """Places whose senders never come back must not hold the line back for ever."""
+    from lapse.platform.rate_limits import LINE_WINDOW
+
+    limiter = RateLimiter(store, "t", rate=100, per_key_rate=100)
+    waits = [limiter.try_acquire(chat) for chat in range(int(LINE_WINDOW * 100) + 50)]
+    assert max(waits) <= LINE_WINDOW + 2 * limiter.overall.interval
+    assert all(wait >= LINE_WINDOW - 0.05 for wait in sorted(waits)[-50:])  # the rest wait there
+
+
 def test_no_minute_holds_more_than_the_rate_even_with_the_burst(store, at):
     """The burst's extra send is taken out of each minute's spacing: senders that come back
     the moment they are told fill a minute, both ends included, with rate × 60 + 1 sends — as
