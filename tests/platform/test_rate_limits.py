@@ -126,10 +126,10 @@ def test_no_place_is_handed_out_more_than_the_window_ahead(store, at):
     """Places whose senders never come back must not hold the line back for ever."""
     from lapse.platform.rate_limits import LINE_WINDOW
 
-    limiter = RateLimiter(store, "t", rate=100, per_key_rate=100)
-    waits = [limiter.try_acquire(chat) for chat in range(int(LINE_WINDOW * 100) + 50)]
+    limiter = RateLimiter(store, "t", rate=10, per_key_rate=100)
+    waits = [limiter.try_acquire(chat) for chat in range(int(LINE_WINDOW * 10) + 50)]
     assert max(waits) <= LINE_WINDOW + 2 * limiter.overall.interval
-    assert all(wait >= LINE_WINDOW - 0.05 for wait in sorted(waits)[-50:])  # the rest wait there
+    assert all(wait >= LINE_WINDOW - 0.2 for wait in sorted(waits)[-50:])  # the rest wait there
 
 
 def test_no_minute_holds_more_than_the_rate_even_with_the_burst(store, at):
