@@ -9,8 +9,10 @@ extends ``expires_at`` by the period from the old end, records the payment
 (unique per subscription and period start), sets ``last_auto_renewal_at``
 and queues a "renewed" notification, all in one savepoint; the key is kept.
 A balance that cannot pay moves an ended ``active`` subscription to
-``grace`` with one notice per period; it is tried again every sweep until
-the billing grace ends (then fast expiry ends it).
+``grace`` with one notice per period; until the billing grace ends (then
+fast expiry ends it) every sweep renews it once the balance covers the
+price. A ``grace`` row already notified for its period whose balance still
+cannot pay is not claimed: the attempt would change nothing.
 """
 
 from __future__ import annotations
@@ -86,9 +88,9 @@ def _cannot_pay(conn: Connection[Any], sub: Any, params: dict[str, Any], now: da
     if sub["status"] == "active":
         conn.execute(SQL["to_grace"], params)
         conn.execute(SQL["event"], params | {"type": "grace"})
-    if sub["renewal_failed_notified_for"] != sub["expires_at"]:
-        conn.execute(SQL["mark_notified"], params)
-        _notify(conn, sub, "renewal_failed", now)
+    # claim_due leaves out a grace row notified for this period that cannot pay: this is its notice
+    conn.execute(SQL["mark_notified"], params)
+    _notify(conn, sub, "renewal_failed", now)
     return "grace"
 
 

@@ -4,7 +4,9 @@
 -- (the unique key of payments_one_renewal_per_period) must not exist yet.
 -- The user row is locked with it (SPEC §3's per-user lock): a subscription
 -- whose user another transaction holds is skipped and found by the next sweep.
-select s.id, s.user_id, s.status, s.expires_at, s.renewal_failed_notified_for,
+-- Locking re-checks this WHERE on a row changed since the snapshot (read
+-- committed), so the balance tested below is the one the debit will see.
+select s.id, s.user_id, s.status, s.expires_at,
        p.price, p.currency, p.period_days
 from subscriptions s
 join users u on u.id = s.user_id
@@ -17,6 +19,11 @@ where s.kind = 'paid' and s.auto_renew and s.status in ('active', 'grace')
   and not exists (select 1 from payments r
                   where r.subscription_id = s.id and r.kind = 'renewal'
                     and r.period_start = s.expires_at)
+  -- a grace row already notified for this period whose user still cannot pay
+  -- the price would change nothing (the ledger refuses a debit below zero):
+  -- not claimed; the sweep after a top-up claims and renews it
+  and (s.status <> 'grace' or s.renewal_failed_notified_for is distinct from s.expires_at
+       or u.balance >= p.price)
 order by s.id
 limit %(limit)s
 for update of s, u skip locked
