@@ -69,6 +69,36 @@ def test_not_enough_balance_before_the_end_waits_and_after_it_goes_to_grace_with
     assert after["last_auto_renewal_at"] is None and after["balance"] == 100
 
 
+def top_up(pool, sub, amount):
+    given(pool, lambda c: make.credit(c, subscription_row(pool, sub)["user_id"], amount,
+                                      ref="top-up"))
+
+
+def test_a_grace_row_that_still_cannot_pay_is_not_attempted_until_a_top_up_covers_the_price(pool):
+    sub = paying(pool, balance=100, ends=T - HOUR)
+    assert sweep(pool) == {"grace": 1}
+    before = state(pool, sub)
+    # not claimed at all: no savepoint, no refused debit, no count, no second notice
+    assert sweep(pool, T + HOUR) == {} and sweep(pool, T + 2 * DAY) == {}
+    assert state(pool, sub) == before and before["notices"] == ["renewal_failed"]
+    top_up(pool, sub, 400)  # 500: exactly the price, as the ledger counts it
+    assert sweep(pool, T + 2 * DAY) == {"renewed": 1}  # the very next sweep
+    after = state(pool, sub)
+    assert after["status"] == "active" and after["expires_at"] == T - HOUR + 30 * DAY
+    assert after["balance"] == 0 and after["payments"] == 1
+    assert after["notices"] == ["renewal_failed", "renewed"]
+
+
+def test_rows_left_out_do_not_end_the_batch_or_take_its_places(pool):
+    dry = [paying(pool, balance=0, ends=T - HOUR) for _ in range(3)]
+    assert sweep(pool) == {"grace": 3}
+    payable = paying(pool, balance=500, ends=T - HOUR, status="grace")
+    with pool.connection() as conn, transaction(conn):
+        batch = renewals.renew_due_batch(conn, now=T + HOUR, window=WINDOW, billing_grace=GRACE,
+                                         limit=1)
+    assert batch.counts == {"renewed": 1} and batch.last_id == payable > max(dry)
+
+
 def test_a_top_up_during_grace_renews_from_the_old_end(pool):
     sub = paying(pool, balance=0, ends=T - DAY, status="grace")
     with pool.connection() as conn:
