@@ -23,7 +23,7 @@ from domain import panels
 from lapse.platform import clock
 from lapse.platform.breaker import CircuitBreaker
 from lapse.platform.config import reset_settings, settings
-from lapse.platform.rate_limits import MemoryStore, RateLimiter
+from lapse.platform.rate_limits import MemoryStore
 from lapse.ports import crypto_pay, panel, telegram
 from lapse.ports.fakes import crypto_pay as fake_crypto
 from lapse.ports.fakes import telegram as fake_telegram
@@ -98,8 +98,7 @@ class World:
         # the demo is one process with one sender at a time: its limits and pauses live in its
         # memory (the same GCRA as the shared stores), fresh each run, so no earlier run's state
         # (a shared Redis keeps it an hour) changes a number, and a send costs no round trip
-        limiter = RateLimiter(MemoryStore(), "telegram", rate=config.telegram_rate * telegram.HEADROOM,
-                              per_key_rate=config.telegram_chat_rate, burst=config.telegram_burst)
+        limiter = telegram.new_limiter(MemoryStore(), config)
         saved_ports = (crypto_pay.install_port(crypto_pay.CryptoPay(
             crypto.url, fake_crypto.TOKEN, timeout=5, sleep=_no_sleep,
             breaker=CircuitBreaker("crypto_pay"))),

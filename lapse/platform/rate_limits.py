@@ -87,7 +87,7 @@ def admit(arrivals: Sequence[float | None], buckets: Sequence[Bucket], now: floa
         return own - now, following, None
     # places whose sender never comes back (a row sent meanwhile, a cancelled broadcast) would
     # hold the line back for ever: no place is handed out past LINE_WINDOW from the free slot
-    slot = max(shared, own, min(line_end if line_end is not None else now, shared + LINE_WINDOW))
+    slot = max(shared, min(line_end if line_end is not None else now, shared + LINE_WINDOW))
     return slot - now, following, slot + buckets[0].interval
 
 

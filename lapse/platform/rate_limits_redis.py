@@ -52,7 +52,7 @@ if own >= shared then
   return string.format('%.3f', math.max(own - now, 0.001))
 end
 local queued = tonumber(redis.call('GET', KEYS[2])) or now
-local slot = math.max(shared, own, math.min(queued, shared + tonumber(ARGV[#ARGV - 1])))
+local slot = math.max(shared, math.min(queued, shared + tonumber(ARGV[#ARGV - 1])))
 local line_end = slot + tonumber(ARGV[2])
 redis.call('SET', KEYS[2], string.format('%.3f', line_end), 'PX', math.ceil(line_end - now) + keep)
 return string.format('%.3f', math.max(slot - now, 0.001))

@@ -30,8 +30,9 @@ from typing import Any, Literal
 import httpx
 
 from lapse.platform.breaker import CircuitBreaker, CircuitOpen
+from lapse.platform.config import Settings
 from lapse.platform.errors import PermanentError
-from lapse.platform.rate_limits import Pause, RateLimiter, store_for
+from lapse.platform.rate_limits import Pause, RateLimiter, Store, store_for
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +213,12 @@ _limiter: RateLimiter | None = None
 HEADROOM = 0.995
 
 
+def new_limiter(store: Store, config: Settings) -> RateLimiter:
+    """The Telegram limits of ``config`` (with the headroom) on ``store``."""
+    return RateLimiter(store, "telegram", rate=config.telegram_rate * HEADROOM,
+                       per_key_rate=config.telegram_chat_rate, burst=config.telegram_burst)
+
+
 def rate_limiter() -> RateLimiter:
     """The limiter every sender shares (LAPSE_TELEGRAM_RATE_PER_SECOND, …_CHAT_RATE_PER_SECOND, …_BURST)."""
     global _limiter
@@ -219,8 +226,7 @@ def rate_limiter() -> RateLimiter:
         from lapse.platform.config import settings
 
         config = settings()
-        _limiter = RateLimiter(store_for(config), "telegram", rate=config.telegram_rate * HEADROOM,
-                               per_key_rate=config.telegram_chat_rate, burst=config.telegram_burst)
+        _limiter = new_limiter(store_for(config), config)
     return _limiter
 
 
