@@ -52,7 +52,6 @@ def _provider_invoice(purchase_id: int) -> purchases.Invoice | None:
     """Crypto Pay's own view of the purchase's invoice, fetched before any transaction opens."""
     with db.pool().connection() as conn:
         row: Any = conn.execute(money_sweeps.SQL["invoice_of"], {"id": purchase_id}).fetchone()
-        conn.rollback()
     if row is None:
         raise purchases.UnknownPurchase(purchase_id)
     if row["provider_invoice_id"] is None:

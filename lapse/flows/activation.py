@@ -107,7 +107,6 @@ def sweep_activations(pool: ConnectionPool, context: SweepContext) -> dict[str, 
         with pool.connection() as conn:
             lost = activation.lost_activations(conn, now=context.now, sent_before=sent_before,
                                                after=after, limit=PAGE)
-            conn.rollback()
         if not lost:
             return counts
         counts["lost"] += len(lost)

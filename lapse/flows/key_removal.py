@@ -46,7 +46,6 @@ def remove_key(pool: ConnectionPool, access_key: str, panel_id: int | None, *,
     with pool.connection() as conn:
         targets = ([panels.panel_by_id(conn, panel_id)] if panel_id is not None
                    else keys.removal_panels(conn, access_key))
-        conn.rollback()
     failed: list[str] = []
     for panel in targets:
         if _is_current(pool, access_key):  # re-checked right before each panel call
@@ -66,7 +65,6 @@ def remove_key(pool: ConnectionPool, access_key: str, panel_id: int | None, *,
 def _is_current(pool: ConnectionPool, access_key: str) -> bool:
     with pool.connection() as conn:
         status = keys.current_status(conn, access_key)
-        conn.rollback()
     return status is not None
 
 

@@ -63,7 +63,6 @@ def sweep_crypto_payments(pool: ConnectionPool, context: SweepContext) -> dict[s
             page: list[Any] = conn.execute(SQL["crypto_to_watch"], {
                 "after": after, "now": context.now, "late_window": LATE_WINDOW,
                 "limit": crypto_pay.MAX_IDS}).fetchall()
-            conn.rollback()
         if not page:
             return dict(counts)
         found = {i.invoice_id: i for i in crypto_pay.port().get_invoices(

@@ -53,7 +53,6 @@ def deliver(pool: ConnectionPool, notification_id: int) -> str:
         return "telegram_not_configured"
     with pool.connection() as conn:
         seen = notifications.peek(conn, notification_id)
-        conn.rollback()
     if seen.status != "pending":
         return f"already {seen.status}"
     if seen.next_attempt_at is not None:
@@ -132,7 +131,6 @@ def _walk(pool: ConnectionPool, context: SweepContext, counts: dict[str, int],
         with pool.connection() as conn:
             ids = notifications.stale_claims(conn, claimed_before=claimed_before,
                                              after=after, limit=PAGE)
-            conn.rollback()
         if not ids:
             return after
         counts["stale_claims"] += len(ids)
@@ -155,7 +153,6 @@ def _walk_overdue(pool: ConnectionPool, context: SweepContext, counts: dict[str,
         with pool.connection() as conn:
             ids = notifications.overdue(conn, due_before=due_before,
                                         after=after, limit=PAGE)
-            conn.rollback()
         if not ids:
             return
         counts["overdue"] += len(ids)

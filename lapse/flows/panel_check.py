@@ -96,7 +96,6 @@ def check_at_start(pool: ConnectionPool, timeout: float) -> list[Checked]:
     no other worker process checked within BOOT_CHECK_EVERY (claimed in the database first)."""
     with pool.connection() as conn:
         enabled = panels.list_panels(conn, enabled_only=True)
-        conn.rollback()
     results = []
     for panel in enabled:
         if panel.login_refused:

@@ -50,7 +50,6 @@ def sweep_reconcile(pool: ConnectionPool, context: SweepContext) -> dict[str, in
     """A5 for every panel (enabled: remove orphans, add missing keys; disabled: drain)."""
     with pool.connection() as conn:
         every_panel = panels.list_panels(conn)
-        conn.rollback()
     after = int((context.cursor or {}).get("after_panel", 0))
     counts: Counter[str] = Counter()
     for panel in every_panel:
@@ -99,7 +98,6 @@ def read_current_keys(pool: ConnectionPool) -> dict[str, str]:
     with pool.connection() as conn:
         for page in keys.current_keys(conn):
             current.update(page)
-        conn.rollback()
     return current
 
 
@@ -139,7 +137,6 @@ def _still_needed(pool: ConnectionPool, key: str, kind: str) -> bool:
         return kind == "orphan"  # no subscription can hold a key that is not a UUID
     with pool.connection() as conn:
         status = keys.current_status(conn, key)
-        conn.rollback()
     return status is None if kind == "orphan" else status not in (None, "pending")
 
 

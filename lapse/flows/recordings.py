@@ -154,12 +154,10 @@ def _mark(pool: ConnectionPool, batch_id: int, missing: list[str]) -> bool:
 def _fetch(pool: ConnectionPool, query: str, user_id: int) -> dict[str, Any] | None:
     with pool.connection() as conn:
         row: Any = conn.execute(SQL[query], {"user_id": user_id}).fetchone()
-        conn.rollback()
     return None if row is None else dict(row)
 
 
 def _fetch_state(pool: ConnectionPool, batch_id: int) -> str | None:
     with pool.connection() as conn:
         row: Any = conn.execute(SQL["batch_state"], {"id": batch_id}).fetchone()
-        conn.rollback()
     return None if row is None else str(row["state"])

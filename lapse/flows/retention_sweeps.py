@@ -53,7 +53,6 @@ class RateLimiter:
 def _page(pool: ConnectionPool, query: str, params: dict[str, Any]) -> list[int]:
     with pool.connection() as conn:
         rows: list[Any] = conn.execute(SQL[query], {"limit": PAGE} | params).fetchall()
-        conn.rollback()
     return [int(r["user_id"]) for r in rows]
 
 
@@ -65,7 +64,6 @@ def sweep_lapses(pool: ConnectionPool, context: SweepContext) -> dict[str, int]:
     else:
         with pool.connection() as conn:
             row: Any = conn.execute(SQL["watermark"], {"sweep": "lapses"}).fetchone()
-            conn.rollback()
         start = (row["watermark"] if row and row["watermark"] else context.now - FIRST_LOOKBACK)
         start, end = start - OVERLAP, context.now
     grace = settings().billing_grace
@@ -132,7 +130,6 @@ def _filter(pool: ConnectionPool, query: str | None, users: list[int],
         return users
     with pool.connection() as conn:
         rows: list[Any] = conn.execute(SQL[query], {"users": users} | params).fetchall()
-        conn.rollback()
     return [int(r["user_id"]) for r in rows]
 
 
@@ -186,7 +183,6 @@ def sweep_fast_expiry(pool: ConnectionPool, context: SweepContext) -> dict[str, 
         with pool.connection() as conn:
             due = lifecycle.due_expiries(conn, now=context.now, billing_grace=grace, after=after,
                                          until=until, limit=PAGE)
-            conn.rollback()
         if not due:
             return counts
         if not sharded and len(due) == PAGE and config.fast_expiry_shards > 1 and not context.dry_run:

@@ -374,13 +374,14 @@ def cmd_dlq(args: argparse.Namespace, config: Settings) -> int:
             return EXIT_OK
         broker = _require_broker(config)
         for dead_id in args.ids:
-            if args.dlq_command == "requeue":
-                sent = dlq.requeue(conn, broker, dead_id, now=clock.now())
-                print(f"requeued {dead_id}: {sent.actor_name} message {sent.message_id}")
-            else:
-                dlq.purge(conn, broker, dead_id)
-                print(f"purged {dead_id}")
-            conn.commit()
+            with conn.transaction():  # each id alone: one that fails leaves the others done
+                if args.dlq_command == "requeue":
+                    sent = dlq.requeue(conn, broker, dead_id, now=clock.now())
+                    done = f"requeued {dead_id}: {sent.actor_name} message {sent.message_id}"
+                else:
+                    dlq.purge(conn, broker, dead_id)
+                    done = f"purged {dead_id}"
+            print(done)
     return EXIT_OK
 
 

@@ -219,7 +219,6 @@ class Demo:
         with self.sim.pool.connection() as conn:
             busy = any(conn.execute(SQL["is_owner_or_member"], {"user_id": u}).fetchone()["busy"]
                        for u in (owner, member))
-            conn.rollback()
         if busy or current is None or current["kind"] != "paid":
             return "not_applicable"
         self.sim.act(lambda conn: lifecycle.add_family_member(conn, owner, member,
@@ -230,7 +229,6 @@ class Demo:
         owner, member = self.ids[action.user], self.ids.get(action.params["member"])
         with self.sim.pool.connection() as conn:
             row = conn.execute(SQL["current_membership"], {"member_id": member}).fetchone()
-            conn.rollback()
         if member is None or row is None or row["owner_id"] != owner:
             return "not_applicable"
         self.sim.act(lambda conn: lifecycle.remove_family_member(conn, owner, member,
@@ -245,7 +243,6 @@ class Demo:
         user_id = self.ids[action.user]
         with self.sim.pool.connection() as conn:
             row = conn.execute(SQL["active_sponsorship"], {"user_id": user_id}).fetchone()
-            conn.rollback()
         if row is None:
             return "not_applicable"
         self.sim.act(lambda conn: lifecycle.revoke_sponsorship(conn, row["id"], user_id,
@@ -297,7 +294,6 @@ class Demo:
     def current(self, user_id: int) -> dict[str, Any] | None:
         with self.sim.pool.connection() as conn:
             row = conn.execute(SQL["current_subscription"], {"user_id": user_id}).fetchone()
-            conn.rollback()
         return row
 
     def send(self, actor_name: str, *args: Any) -> None:

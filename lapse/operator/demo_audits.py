@@ -42,7 +42,6 @@ def run_audits(pool: Any, store: S3RecordingStore, world: World, *, now: datetim
                                    billing_grace=config.billing_grace)
         recordings = list(audits.recordings_to_check(conn, sample=None))
         pending = audits.pending_keys(conn)
-        conn.rollback()
     drift = audits.s3_drift(recordings, store, pending=pending)
     panel = panel_against_database(pool, world)
     failed = [c.name for c in checks if not c.ok]
@@ -69,7 +68,6 @@ def summary(pool: Any, result: dict[str, Any], checks: dict[str, Any]) -> dict[s
         notices: dict[str, dict[str, int]] = {}
         for row in conn.execute(SQL["notifications_by_kind"]):
             notices.setdefault(row["kind"], {})[row["status"]] = row["n"]
-        conn.rollback()
     done = result["done"]
     return {
         "numbers": {k: int(v) for k, v in numbers.items()},

@@ -1,7 +1,11 @@
 """Connections: one psycopg pool per process, with the worker timeouts set.
 
 A worker holds no connection across an external call or a sleep; the pool is
-sized to the worker's threads plus a margin (LAPSE_DB_POOL_SIZE). The test
+sized to the worker's threads plus a margin (LAPSE_DB_POOL_SIZE). Pool
+connections are in autocommit: a read is one round trip (no BEGIN, no
+ROLLBACK, which in psycopg also drops the connection's prepared statements),
+and every change that must be atomic or hold a lock runs in an explicit
+``transaction(conn)`` (``lapse.platform.after_commit``) or ``conn.transaction()``. The test
 suite installs ``PoisoningPool`` so a connection used after it went back to the
 pool fails loudly instead of silently working.
 """
@@ -68,7 +72,7 @@ def make_pool(
         min_size=0 if poisoning else 1,
         max_size=size or config.pool_size,
         kwargs={"row_factory": dict_row, "options": connection_options(config),
-                "application_name": "lapse"},
+                "application_name": "lapse", "autocommit": True},
         open=True,
         name="lapse",
         timeout=30,

@@ -155,7 +155,7 @@ class DeadLetterArchive(Middleware):
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         exception = getattr(message, "_exception", None)
-        with db.pool().connection() as conn:
+        with db.pool().connection() as conn, conn.transaction():  # the row and its hooks, at once
             archive(conn, broker, message, exception, self.broker_name)
         logger.error("dead letter: %s(%s) %s archived (%s)", message.actor_name,
                      message.message_id, self.broker_name, _reason(message, exception))

@@ -182,6 +182,12 @@ class _Transport(ClientApi):
         self.timeout = timeout
         self.http = requests.Session()
         self.http.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        # The environment's proxies and CA bundle are read once here, not on every request
+        # (requests scans os.environ and ~/.netrc per call otherwise: a seventh of a removal's CPU).
+        self.http.trust_env = False
+        self.http.proxies = requests.utils.get_environ_proxies(url)
+        self.http.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                            or True)
 
     def _request_with_retry(self, method: Callable[..., requests.Response], url: str,
                             headers: dict[str, str], **kwargs: Any) -> requests.Response:

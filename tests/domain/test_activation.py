@@ -136,16 +136,14 @@ def test_a_second_claim_while_the_lease_holds_is_busy_and_adds_nothing(pool, sen
 def test_a_claim_never_waits_for_a_row_another_transaction_holds(pool, sent):
     """Guard: ``FOR UPDATE SKIP LOCKED`` (without it the claim waits and times out)."""
     started = sign_up(pool, new_user(pool))
-    with pool.connection() as holder:
+    with pool.connection() as holder, holder.transaction():  # pool connections autocommit
         holder.execute("select 1 from subscriptions where id = %s for update",
                        (started.subscription_id,))
         with pool.connection() as conn:
             conn.execute("set lock_timeout = '2s'")
-            conn.commit()
             with pytest.raises(ActivationBusy), transaction(conn):
                 activation.claim(conn, started.subscription_id, now=NOW)
             conn.execute("reset lock_timeout")
-        holder.rollback()
 
 
 def test_two_workers_on_one_row_add_once_per_panel(pool, sent, two_panels):

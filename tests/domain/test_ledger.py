@@ -46,10 +46,9 @@ def test_the_same_reference_is_posted_once(conn):
 def test_a_balance_changed_outside_the_ledger_cannot_commit(pool):
     with pool.connection() as c:
         user = make.user(c)
-        c.commit()
-        c.execute("update users set balance = 50 where id = %s", (user,))
-        with pytest.raises(psycopg.errors.CheckViolation, match="ledger sums to 0"):
-            c.commit()
+        with pytest.raises(psycopg.errors.CheckViolation, match="ledger sums to 0"), \
+                c.transaction():  # checked at its COMMIT
+            c.execute("update users set balance = 50 where id = %s", (user,))
 
 
 def test_an_unknown_user_is_refused(conn):

@@ -119,18 +119,17 @@ def test_cancelled_or_auto_renew_off_subscriptions_are_not_due(pool):
 
 def test_a_user_locked_elsewhere_is_skipped_and_renewed_by_the_next_sweep(pool):
     sub = paying(pool, balance=900, ends=T + HOUR)
-    with pool.connection() as holder:
+    with pool.connection() as holder, holder.transaction():  # pool connections autocommit
         user = holder.execute("select user_id from subscriptions where id = %s", (sub,)).fetchone()
         holder.execute("select 1 from users where id = %s for update", (user["user_id"],))
         assert sweep(pool) == {}  # skipped while its user is locked
-        holder.rollback()
     assert sweep(pool) == {"renewed": 1}
 
 
 def test_2000_due_subscriptions_renewed_by_3_concurrent_sweep_processes_are_each_charged_once(
         pool, database):
     now = datetime.now(UTC).replace(microsecond=0)
-    with pool.connection() as conn:
+    with pool.connection() as conn, conn.transaction():  # balance and ledger at one commit
         make.plan(conn)
         conn.execute(
             "with u as (insert into users (balance) select 0 from generate_series(1, 2000) "
@@ -141,7 +140,6 @@ def test_2000_due_subscriptions_renewed_by_3_concurrent_sweep_processes_are_each
         conn.execute("insert into balance_ledger (user_id, amount, reason, ref) "
                      "select id, 500, 'seed', 'seed' from users")
         conn.execute("update users set balance = 500")
-        conn.commit()
     env = {"DATABASE_URL": database, "LAPSE_BROKER": "stub"}
     import os
 

@@ -297,3 +297,19 @@ def test_credentials_come_from_the_environment_by_prefix():
     assert "hunter2" not in repr(both)
     with pytest.raises(MissingCredentials, match="P_TOKEN, or P_USER and P_PASSWORD"):
         Credentials.from_env("P", {"P_USER": "u"})
+
+
+def test_a_proxy_in_the_environment_is_used_unless_no_proxy_names_the_panel(xui, monkeypatch):
+    """The port reads HTTP(S)_PROXY and NO_PROXY once, when it is made (not on every request)."""
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: a proxy error
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    with pytest.raises(PanelUnavailable, match="ProxyError"):
+        port(xui).list_clients()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    bypassing = port(xui)
+    monkeypatch.setenv("NO_PROXY", "")  # read once: a later change is not seen by this port
+    monkeypatch.setenv("no_proxy", "")
+    assert bypassing.list_clients() == []

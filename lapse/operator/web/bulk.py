@@ -122,7 +122,6 @@ def confirm(pool: ConnectionPool, broker: dramatiq.Broker, action: str, flt: Dea
         rows: list[Any] = conn.execute(SQL["dead_ids_counted"],
                                        flt.sql() | {"max_id": counted_max_id}).fetchall()
         ids = [int(r["id"]) for r in rows]
-        conn.commit()
         result = BulkResult(action, "done")
         if len(ids) > counted:
             result.outcome = "refused"
