@@ -25,13 +25,6 @@ SQL = queries(__file__, "keys")
 CURRENT_PAGE = 10_000
 
 
-def key_of(conn: Connection[Any], subscription_id: int) -> UUID | None:
-    """The key the subscription holds now (None for a pending row without one, or an expired row)."""
-    with conn.cursor(row_factory=dict_row) as cursor:
-        row = cursor.execute(SQL["key_of"], {"id": subscription_id}).fetchone()
-    return None if row is None else row["access_key"]
-
-
 def mark_removing(conn: Connection[Any], access_key: UUID | str, *, now: datetime) -> int:
     """Every panel's row of an ended key → ``removing``; returns how many rows."""
     return conn.execute(SQL["mark_removing"], {"access_key": access_key, "now": now}).rowcount

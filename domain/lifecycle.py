@@ -77,12 +77,12 @@ def expire_if_due(conn: Connection[Any], subscription_id: int, user_id: int, *, 
     """§3a's time-driven ends: trial, paid active (auto-renew off) or cancelled past expiry,
     grace past the billing grace, and a paid row still pending after the activation deadline
     (its payments refunded to the balance, with a notice)."""
-    lock_family(conn, user_id, now=now)
+    members = lock_family(conn, user_id, now=now)
     sub = _subscription(conn, subscription_id)
     if sub["kind"] == "paid" and sub["status"] == "pending":
         if sub["started_at"] + activation_deadline > now:
             return None
-        _end(conn, sub, ended_at=now, event="activation_failed", now=now)
+        _end(conn, sub, ended_at=now, event="activation_failed", now=now, members=members)
         credited = _credit_payments(conn, sub, reason="activation_refund", now=now)
         notifications.queue(conn, user_id, "activation_failed",
                             f"activation_failed:{subscription_id}",
@@ -102,7 +102,7 @@ def expire_if_due(conn: Connection[Any], subscription_id: int, user_id: int, *, 
     else:
         # grace, or auto-renewing active the renewal sweep never reached: never charged now
         rule, ended_at = "grace_ended", now
-    _end(conn, sub, ended_at=ended_at, event="expired", now=now)
+    _end(conn, sub, ended_at=ended_at, event="expired", now=now, members=members)
     return Expired(subscription_id, user_id, rule)
 
 
@@ -318,12 +318,15 @@ def _event(conn: Connection[Any], sub: dict[str, Any], type_: str, now: datetime
 
 
 def _end(conn: Connection[Any], sub: dict[str, Any], *, ended_at: datetime, event: str,
-         now: datetime) -> None:
+         now: datetime, members: list[int] | None = None) -> None:
     """Move to ``expired``: the key nulled and its panel clients ``removing`` (the event names the
     key), then ``remove_client`` after commit; tagging for the user and, for a paid plan, each
     family member. Every move to expired goes through here (SPEC §3a); a trial conversion does
-    not: its key moves to the paid row."""
-    access_key = keys.key_of(conn, sub["id"])
+    not: its key moves to the paid row.
+
+    ``sub`` is the row read ``for update`` in this transaction (its key is the key now);
+    ``members`` the owner's current members ``lock_family`` returned in it, if the caller has them."""
+    access_key = sub["access_key"]
     conn.execute(SQL["expire"], {"id": sub["id"], "ended_at": ended_at})
     _event(conn, sub, event, now, access_key)
     if access_key is not None:
@@ -331,6 +334,8 @@ def _end(conn: Connection[Any], sub: dict[str, Any], *, ended_at: datetime, even
         send_after_commit(conn, "remove_client", str(access_key))
     request_tagging(conn, sub["user_id"], now=now, reason=f"subscription_{event}")
     if sub["kind"] == "paid":
-        for member in conn.execute(SQL["current_members"], {"owner_id": sub["user_id"],
-                                                             "now": now}).fetchall():
-            request_tagging(conn, member["member_id"], now=now, reason="family_owner_lapsed")
+        if members is None:
+            members = [int(m["member_id"]) for m in conn.execute(
+                SQL["current_members"], {"owner_id": sub["user_id"], "now": now}).fetchall()]
+        for member in members:
+            request_tagging(conn, member, now=now, reason="family_owner_lapsed")

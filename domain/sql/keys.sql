@@ -1,7 +1,3 @@
--- name: key_of
--- The key a subscription holds now (read under the user lock, before a move to expired).
-select access_key from subscriptions where id = %(id)s
-
 -- name: mark_removing
 -- Every panel's row of an ended key: its removal is under way (SPEC §3a).
 update panel_clients set state = 'removing', attempts = 0, last_error = null, updated_at = %(now)s

@@ -1,5 +1,5 @@
 -- name: subscription_for_update
-select id, user_id, kind, status, started_at, expires_at, auto_renew
+select id, user_id, kind, status, started_at, expires_at, auto_renew, access_key
 from subscriptions where id = %(id)s for update
 
 -- name: due_expiries
