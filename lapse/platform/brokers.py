@@ -17,13 +17,16 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage, default_middleware
 from dramatiq_postgres import PostgresBroker
 from dramatiq_postgres.broker import QUERIES, PostgresConsumer
-from dramatiq_postgres.utils import raise_connection_error, transaction
+from dramatiq_postgres.utils import raise_connection_error, retry_pg, tidy4json, transaction
 from periodiq import PeriodiqMiddleware
+from psycopg.types.json import Json
+from psycopg_pool import ConnectionPool
 
 from lapse.platform import db
 from lapse.platform.config import Settings, settings
@@ -83,12 +86,61 @@ class ArchivingPostgresConsumer(PostgresConsumer):
                         "DELETE FROM dramatiq.queue WHERE message_id = %s::uuid", (message_id,)
                     )
 
+    @raise_connection_error
+    def ack(self, message: Any) -> None:
+        """One ``DELETE`` on an autocommit connection (dramatiq-postgres's own ack is a transaction
+        that also NOTIFYs the whole message on a channel nobody listens to; a NOTIFY serialises
+        every notifying commit in the database)."""
+        with self.pool.connection() as conn:
+            conn.execute(_ACK_QUIET, (message.message_id, message.queue_name))
+        self.in_processing.discard(message.message_id)
+        self.wakeup.set()
+
+
+# Only a message still ``consumed`` is deleted: dramatiq acks a message the Retries
+# middleware requeued too (as dramatiq-postgres's ACK).
+_ACK_QUIET = QUERIES.ACK.split("WITH acked AS (", 1)[1].split("RETURNING message", 1)[0]
+assert _ACK_QUIET.strip().startswith("DELETE FROM") and "'consumed'" in _ACK_QUIET, \
+    "dramatiq-postgres ACK query changed; re-check the pin"
+
+
+def _autocommit(conn: Any) -> None:
+    """Every connection goes back to the pool in autocommit (dramatiq-postgres's LISTEN helper
+    turns it off when it hands one back)."""
+    conn.autocommit = True
+
 
 class LapsePostgresBroker(PostgresBroker):
+    """dramatiq-postgres on its own pool of autocommit connections: an enqueue or an ack is one
+    statement, so one round trip (its own pool opens a transaction around each, and checks the
+    connection with another round trip at every checkout; a broken connection is retried by
+    the enqueue's ``retry_pg`` and replaced by the pool instead)."""
+
+    def __init__(self, *, url: str, **options: Any) -> None:
+        pool = ConnectionPool(url, kwargs={"autocommit": True, "application_name": "lapse-broker"},
+                              min_size=0, max_size=16, open=True, name="lapse-broker",
+                              reset=_autocommit)
+        super().__init__(pool=pool, **options)
+        self._owns_pool = True  # closed with the broker
+
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Any:
         return ArchivingPostgresConsumer(
             broker=self, queue_name=queue_name, prefetch=prefetch, timeout=timeout
         )
+
+    @retry_pg
+    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
+        """dramatiq-postgres's enqueue, its upsert and NOTIFY sent as one autocommit statement."""
+        self.emit_before("enqueue", message, delay)
+        if delay:
+            message = message.copy(queue_name=dq_name(message.queue_name))
+            message.options["eta"] = current_millis() + delay
+        query = QUERIES.ENQUEUE if self.notify else QUERIES.ENQUEUE_QUIET
+        with self.pool.connection() as conn:
+            conn.execute(query, (message.queue_name, message.message_id,
+                                 Json(tidy4json(message)), delay or 0))
+        self.emit_after("enqueue", message, delay)
+        return message
 
 
 def _middleware(config: Settings) -> list[dramatiq.Middleware]:
