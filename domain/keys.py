@@ -3,8 +3,9 @@
 A move to ``expired`` nulls the subscription's key; ``mark_removing`` (in the
 same transaction) turns each panel's row of that key to ``removing``, and the
 caller sends ``remove_client`` after commit. ``current_status`` is the
-re-check every panel action makes right before acting: a key that is a
-current subscription's again is never removed. ``current_keys`` is the whole
+re-check every panel action makes right before acting (``removal_targets``
+reads it with the panels): a key that is a current subscription's again is
+never removed. ``current_keys`` is the whole
 set of current keys that reconcile compares a panel's list with.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import Connection
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import dict_row
 
 from domain.panels import Panel
 from lapse.platform.sql import queries
@@ -37,11 +38,15 @@ def current_status(conn: Connection[Any], access_key: UUID | str) -> str | None:
     return None if row is None else str(row["status"])
 
 
-def removal_panels(conn: Connection[Any], access_key: UUID | str) -> list[Panel]:
-    """The panels an ended key may be on: every enabled one, and any other whose row of it is not
+def removal_targets(conn: Connection[Any], access_key: UUID | str) -> tuple[bool, list[Panel]]:
+    """In one read: whether ``access_key`` is a current subscription's (``current_status``), and
+    the panels an ended key may be on: every enabled one, and any other whose row of it is not
     ``removed``."""
-    with conn.cursor(row_factory=class_row(Panel)) as cursor:
-        return cursor.execute(SQL["removal_panels"], {"access_key": access_key}).fetchall()
+    with conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(SQL["removal_targets"], {"access_key": access_key}).fetchall()
+    return bool(rows[0]["key_current"]), [
+        Panel(**{k: v for k, v in row.items() if k != "key_current"})
+        for row in rows if row["id"] is not None]
 
 
 def current_keys(conn: Connection[Any], *, page: int = CURRENT_PAGE) -> Iterator[list[tuple[str, str]]]:

@@ -8,13 +8,19 @@ where access_key = %(access_key)s and state <> 'removed'
 select status from subscriptions
 where access_key = %(access_key)s and status in ('pending', 'active', 'grace', 'cancelled')
 
--- name: removal_panels
--- Where an ended key may be: every enabled panel, and every panel whose row of the
--- key is not `removed` (a disabled panel it was provisioned on).
-select p.* from panels p
-where p.enabled
-   or exists (select 1 from panel_clients pc
-              where pc.panel_id = p.id and pc.access_key = %(access_key)s and pc.state <> 'removed')
+-- name: removal_targets
+-- In one read: whether the key is a current subscription's (current_status), and where an
+-- ended key may be: every enabled panel, and every panel whose row of the key is not
+-- `removed` (a disabled panel it was provisioned on). One row with a null panel when none.
+select exists (select 1 from subscriptions
+               where access_key = %(access_key)s
+                 and status in ('pending', 'active', 'grace', 'cancelled')) as key_current,
+       p.*
+from (select) as one
+left join panels p
+  on p.enabled
+  or exists (select 1 from panel_clients pc
+             where pc.panel_id = p.id and pc.access_key = %(access_key)s and pc.state <> 'removed')
 order by p.id
 
 -- name: current_keys_page

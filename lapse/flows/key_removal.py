@@ -44,11 +44,15 @@ def remove_key(pool: ConnectionPool, access_key: str, panel_id: int | None, *,
     """
     counts: Counter[str] = Counter()
     with pool.connection() as conn:
-        targets = ([panels.panel_by_id(conn, panel_id)] if panel_id is not None
-                   else keys.removal_panels(conn, access_key))
+        if panel_id is None:
+            current, targets = keys.removal_targets(conn, access_key)
+        else:
+            current = keys.current_status(conn, access_key) is not None
+            targets = [panels.panel_by_id(conn, panel_id)]
     failed: list[str] = []
-    for panel in targets:
-        if _is_current(pool, access_key):  # re-checked right before each panel call
+    for number, panel in enumerate(targets):
+        # re-checked right before each panel call (before the first, in the read of the targets)
+        if current if number == 0 else _is_current(pool, access_key):
             counts["kept_current"] += 1
             logger.warning("remove_client: key %s is a current subscription's; not removed",
                            access_key)

@@ -160,6 +160,30 @@ def test_remove_client_leaves_a_key_that_is_current_again(pool, sent, xui):  # n
     assert not xui.calls("/clients/del/")
 
 
+def test_a_key_that_is_current_again_after_the_first_panel_is_not_removed_from_the_next(
+        pool, sent, xui):  # noqa: F811
+    """The re-check before every panel after the first (the first is checked in the targets' read)."""
+    second = fake.FakeXui.start()
+    try:
+        a, b = add_panel(pool, xui), add_panel(pool, second)
+        user, sub, key = provisioned(pool, xui, a)
+        put_key(second, key)
+        expire(pool, sub, user, now=T0 + timedelta(seconds=1))
+
+        def current_again(request, server):  # while panel A removes it, the key is current again
+            given(pool, lambda conn: f.subscription(
+                conn, f.user(conn), status="active", access_key=key, started_at=T0,
+                expires_at=T0 + timedelta(days=30)))
+
+        xui.inject(current_again, on="/clients/del/")
+        counts = key_removal.remove_key(pool, key, None, now=T0)
+        assert counts == {"removed": 1, "kept_current": 1}
+        assert key not in on_panel(xui) and key in on_panel(second)
+        assert not second.calls("/clients/del/")
+    finally:
+        second.stop()
+
+
 def test_a_login_refused_panel_is_skipped_and_the_others_are_cleared(pool, sent, xui):  # noqa: F811
     refusing = fake.FakeXui.start()
     try:
