@@ -32,7 +32,7 @@ MAX_DELAY = timedelta(days=7) - timedelta(minutes=1)  # Dramatiq's cap on a dela
 def tag_recordings(user_id: int) -> None:
     """R3: tag a lapsed user's recordings; retry at a known end within 6 days; else superseded."""
     now = clock.now()
-    decision = flows.tag_user(db.pool(), s3.store(), user_id, now=now, config=settings())
+    decision = flows.tag_user(db.pool(), s3.lazy_store(), user_id, now=now, config=settings())
     logger.info("tag_recordings user_id=%s outcome=%s batch=%s keys=%s retry_at=%s", user_id,
                 decision.outcome, decision.batch_id, decision.keys,
                 decision.retry_at.isoformat() if decision.retry_at else None)
@@ -53,7 +53,7 @@ dead_letters.when_dead("tag_recordings", _close_tagging_request)
 @lapse_actor(queue_name="retention")
 def restore_recordings(user_id: int) -> None:
     """R5: give an entitled user's tagged, unpurged recordings back; apply the user's pending batches."""
-    decision = flows.restore_user(db.pool(), s3.store(), user_id, now=clock.now(),
+    decision = flows.restore_user(db.pool(), s3.lazy_store(), user_id, now=clock.now(),
                                   config=settings())
     logger.info("restore_recordings user_id=%s outcome=%s batch=%s keys=%s", user_id,
                 decision.outcome, decision.batch_id, decision.keys)

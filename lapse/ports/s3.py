@@ -19,7 +19,7 @@ import io
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import boto3
@@ -229,6 +229,19 @@ def store() -> RecordingStore:
                 adapter = from_settings(config)
             _store = adapter
         return _store
+
+
+class _OnFirstUse:
+    """``store()``, made when a method is first called: a tagging or restore decision with no
+    batch to apply never calls S3, and building the client costs a third of a second of CPU."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(store(), name)
+
+
+def lazy_store() -> RecordingStore:
+    """The process's store, made on first use (see ``store``)."""
+    return cast(RecordingStore, _OnFirstUse())
 
 
 def install_store(new_store: RecordingStore | None) -> RecordingStore | None:

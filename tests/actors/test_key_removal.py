@@ -165,7 +165,8 @@ def test_a_key_that_is_current_again_after_the_first_panel_is_not_removed_from_t
     """The re-check before every panel after the first (the first is checked in the targets' read)."""
     second = fake.FakeXui.start()
     try:
-        a, b = add_panel(pool, xui), add_panel(pool, second)
+        a = add_panel(pool, xui)
+        add_panel(pool, second)
         user, sub, key = provisioned(pool, xui, a)
         put_key(second, key)
         expire(pool, sub, user, now=T0 + timedelta(seconds=1))

@@ -286,3 +286,24 @@ def test_bad_input_has_a_clear_outcome_and_loses_nothing(sim, pool, store, stub_
     broker.join("retention", fail_fast=False)
     [dead] = eventually(lambda: dead_letters(pool), timeout=10, what="the dead letter")
     assert dead["reason"] == "permanent_error" and "no user with id 999999" in dead["exception"]
+
+
+def test_tagging_a_user_with_nothing_to_tag_builds_no_s3_client(pool, monkeypatch):
+    """The store is made on first use: a decision with no batch to apply never needs S3."""
+    import actors
+    from lapse.ports import s3
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an S3 client was built")
+
+    at = clock.now()
+    user = given(pool, lambda conn: (u := make.user(conn), make.subscription(
+        conn, u, status="expired", started_at=at - 31 * DAY, expires_at=at - HOUR,
+        ended_at=at - HOUR))[0])
+    previous = s3.install_store(None)
+    monkeypatch.setattr(s3, "from_settings", refuse)
+    try:
+        actors.retention.tag_recordings.fn(user)
+        assert open_requests(pool) == []  # decided (nothing to tag) and closed
+    finally:
+        s3.install_store(previous)
