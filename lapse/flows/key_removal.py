@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from contextlib import nullcontext
 from datetime import datetime
 
 from psycopg_pool import ConnectionPool
@@ -94,7 +95,8 @@ def _remove_from(pool: ConnectionPool, panel: Panel, access_key: str, *, now: da
 
 def _record(pool: ConnectionPool, panel: Panel, access_key: str, state: str, *, now: datetime,
             error: str | None = None, refused: bool = False) -> None:
-    with pool.connection() as conn, transaction(conn):
+    # one statement is its own transaction (autocommit); the refusal's two are one together
+    with pool.connection() as conn, transaction(conn) if refused else nullcontext():
         panels.record_client_state(conn, access_key, panel.id, state, now=now, error=error)
         if refused:
             panels.mark_login_refused(conn, panel.id, error or "", now=now)
