@@ -23,7 +23,7 @@ from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage, default_middleware
 from dramatiq_postgres import PostgresBroker
 from dramatiq_postgres.broker import QUERIES, PostgresConsumer
-from dramatiq_postgres.utils import raise_connection_error, retry_pg, tidy4json, transaction
+from dramatiq_postgres.utils import raise_connection_error, retry_pg, tidy4json
 from periodiq import PeriodiqMiddleware
 from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool
@@ -73,16 +73,17 @@ assert _CLAIM_WITH_ID != QUERIES.CLAIM, "dramatiq-postgres CLAIM query changed; 
 class ArchivingPostgresConsumer(PostgresConsumer):
     @raise_connection_error
     def claim(self, limit: int) -> None:
-        with transaction(self.get_consume_conn()) as cursor:
-            cursor.execute(_CLAIM_WITH_ID, (self.queue_name, limit, self.broker.worker_id))
-            rows = cursor.fetchall()
+        """The claim (one ``UPDATE … FOR UPDATE SKIP LOCKED … RETURNING``) is its own transaction
+        on the broker's autocommit connection; a message that cannot be decoded is archived."""
+        rows = self.get_consume_conn().execute(
+            _CLAIM_WITH_ID, (self.queue_name, limit, self.broker.worker_id)).fetchall()
         for message_id, payload in rows:
             try:
                 self.buffer.append(Message.decode(payload.encode("utf-8")))
             except DecodeError:
                 archive_undecodable("postgres", self.queue_name, payload, message_id)
-                with transaction(self.pool) as cursor:
-                    cursor.execute(
+                with self.pool.connection() as conn:
+                    conn.execute(
                         "DELETE FROM dramatiq.queue WHERE message_id = %s::uuid", (message_id,)
                     )
 
@@ -104,23 +105,18 @@ assert _ACK_QUIET.strip().startswith("DELETE FROM") and "'consumed'" in _ACK_QUI
     "dramatiq-postgres ACK query changed; re-check the pin"
 
 
-def _autocommit(conn: Any) -> None:
-    """Every connection goes back to the pool in autocommit (dramatiq-postgres's LISTEN helper
-    turns it off when it hands one back)."""
-    conn.autocommit = True
-
-
 class LapsePostgresBroker(PostgresBroker):
     """dramatiq-postgres on its own pool of autocommit connections: an enqueue or an ack is one
     statement, so one round trip (its own pool opens a transaction around each, and checks the
     connection with another round trip at every checkout; a broken connection is retried by
     the enqueue's ``retry_pg`` and replaced by the pool instead)."""
 
-    def __init__(self, *, url: str, **options: Any) -> None:
+    def __init__(self, *, url: str, results: bool = False, **options: Any) -> None:
+        if results:  # its result waits LISTEN and hand the connection back out of autocommit
+            raise ValueError("Lapse keeps no message results: results=True is not supported")
         pool = ConnectionPool(url, kwargs={"autocommit": True, "application_name": "lapse-broker"},
-                              min_size=0, max_size=16, open=True, name="lapse-broker",
-                              reset=_autocommit)
-        super().__init__(pool=pool, **options)
+                              min_size=0, max_size=16, open=True, name="lapse-broker")
+        super().__init__(pool=pool, results=False, **options)
         self._owns_pool = True  # closed with the broker
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Any:
