@@ -12,9 +12,10 @@ from typing import Any
 from actors.declare import lapse_actor
 from lapse.flows import sweeps
 from lapse.platform import clock, db
+from lapse.platform.brokers import SWEEPS_QUEUE
 from lapse.platform.config import settings
 
-SWEEP_OPTIONS: dict[str, Any] = {"queue_name": "sweeps", "max_retries": 3, "time_limit": 600_000}
+SWEEP_OPTIONS: dict[str, Any] = {"queue_name": SWEEPS_QUEUE, "max_retries": 3, "time_limit": 600_000}
 
 
 def _run(name: str, tick_minute: str | None, cursor: dict[str, Any] | None) -> None:

@@ -58,10 +58,23 @@ class ArchivingRedisConsumer(_RedisConsumer):
                 broker.client.hdel(messages, redis_id)
 
 
+SWEEPS_QUEUE = "sweeps"
+
+
+def _prefetch(queue_name: str, prefetch: int) -> int:
+    """A sweep runs for seconds (a fast-expiry shard, a reconcile): a worker prefetches at most as
+    many as it has threads (Dramatiq's default prefetch is twice that), so shards sent together
+    spread over the processes instead of waiting behind one process's busy threads."""
+    return max(1, prefetch // 2) if queue_name == SWEEPS_QUEUE else prefetch
+
+
 class LapseRedisBroker(RedisBroker):
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return ArchivingRedisConsumer
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        return super().consume(queue_name, _prefetch(queue_name, prefetch), timeout)
 
 
 _CLAIM_WITH_ID = QUERIES.CLAIM.replace(
@@ -121,7 +134,8 @@ class LapsePostgresBroker(PostgresBroker):
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Any:
         return ArchivingPostgresConsumer(
-            broker=self, queue_name=queue_name, prefetch=prefetch, timeout=timeout
+            broker=self, queue_name=queue_name, prefetch=_prefetch(queue_name, prefetch),
+            timeout=timeout
         )
 
     @retry_pg
