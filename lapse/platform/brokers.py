@@ -23,10 +23,10 @@ from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage, default_middleware
 from dramatiq_postgres import PostgresBroker
 from dramatiq_postgres.broker import QUERIES, PostgresConsumer
-from dramatiq_postgres.utils import raise_connection_error, retry_pg, tidy4json
+from dramatiq_postgres.utils import make_pool, raise_connection_error, retry_pg, tidy4json
 from periodiq import PeriodiqMiddleware
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Json
-from psycopg_pool import ConnectionPool
 
 from lapse.platform import db
 from lapse.platform.config import Settings, settings
@@ -119,16 +119,15 @@ assert _ACK_QUIET.strip().startswith("DELETE FROM") and "'consumed'" in _ACK_QUI
 
 
 class LapsePostgresBroker(PostgresBroker):
-    """dramatiq-postgres on its own pool of autocommit connections: an enqueue or an ack is one
-    statement, so one round trip (its own pool opens a transaction around each, and checks the
-    connection with another round trip at every checkout; a broken connection is retried by
-    the enqueue's ``retry_pg`` and replaced by the pool instead)."""
+    """dramatiq-postgres on a pool of autocommit connections: an enqueue, a claim or an ack is one
+    statement (dramatiq-postgres opens a transaction around each). The pool is dramatiq-postgres's
+    own (its TCP keepalives and user timeout, its connection check at checkout), only in
+    autocommit."""
 
     def __init__(self, *, url: str, results: bool = False, **options: Any) -> None:
         if results:  # its result waits LISTEN and hand the connection back out of autocommit
             raise ValueError("Lapse keeps no message results: results=True is not supported")
-        pool = ConnectionPool(url, kwargs={"autocommit": True, "application_name": "lapse-broker"},
-                              min_size=0, max_size=16, open=True, name="lapse-broker")
+        pool = make_pool(conninfo_to_dict(url) | {"autocommit": True})
         super().__init__(pool=pool, results=False, **options)
         self._owns_pool = True  # closed with the broker
 
