@@ -28,7 +28,10 @@ logger = logging.getLogger(__name__)
 MAX_DELAY = timedelta(days=7) - timedelta(minutes=1)  # Dramatiq's cap on a delay
 
 
-@lapse_actor(queue_name="retention", max_retries=14)
+# Priority 10 (dramatiq's default is 0): a worker holding both a removal and a tagging runs the
+# removal first. Taking away access that is no longer paid for comes before the audio's tag,
+# which only waits a moment longer (its purge is days away, R6).
+@lapse_actor(queue_name="retention", max_retries=14, priority=10)
 def tag_recordings(user_id: int) -> None:
     """R3: tag a lapsed user's recordings; retry at a known end within 6 days; else superseded."""
     now = clock.now()

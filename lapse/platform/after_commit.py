@@ -132,7 +132,30 @@ def send_after_commit(
         stack[-1].append(PendingMessage(actor_name, args, kwargs, delay_ms))
 
 
+def _send_together(messages: list[PendingMessage]) -> None:
+    """The broker's messages of one commit in one round trip (a Redis pipeline, one Postgres
+    transaction), where the broker can; one by one otherwise (the stub broker)."""
+    from lapse.platform.brokers import broker
+
+    items = [(broker.get_actor(m.actor_name).message_with_options(args=m.args, kwargs=m.kwargs),
+              m.delay_ms) for m in messages]
+    enqueue_all = getattr(broker, "enqueue_all", None)
+    if enqueue_all is not None:
+        enqueue_all(items)
+        return
+    for message, delay in items:
+        broker.enqueue(message, delay=delay)
+
+
 def _send_all(messages: list[PendingMessage]) -> None:
+    if len(messages) > 1 and _sender is _default_sender:
+        try:
+            _send_together(messages)
+        except Exception as error:
+            names = ", ".join(m.actor_name for m in messages)
+            logger.error("after-commit send of %s failed: %s", names, error)
+            raise SendAfterCommitFailed(f"committed, but could not send: {names}") from error
+        return
     failed: list[tuple[PendingMessage, BaseException]] = []
     for message in messages:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from uuid import uuid4
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
@@ -27,6 +28,7 @@ from dramatiq_postgres.utils import make_pool, raise_connection_error, retry_pg,
 from periodiq import PeriodiqMiddleware
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Json
+from redis.exceptions import NoScriptError
 
 from lapse.platform import db
 from lapse.platform.config import Settings, settings
@@ -75,6 +77,35 @@ class LapseRedisBroker(RedisBroker):
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         return super().consume(queue_name, _prefetch(queue_name, prefetch), timeout)
+
+    def enqueue_all(self, items: list[tuple[Message[Any], int | None]]) -> None:
+        """Enqueue several messages in one round trip (a pipeline of dramatiq's enqueue script);
+        each exactly as ``enqueue`` would (its own Redis id, its delay queue, the middleware)."""
+        prepared = []
+        for message, delay in items:
+            queue_name = message.queue_name
+            message = message.copy(options={"redis_message_id": str(uuid4())})
+            if delay is not None:
+                queue_name = dq_name(queue_name)
+                message = message.copy(queue_name=queue_name,
+                                       options={"eta": current_millis() + delay})
+            self.emit_before("enqueue", message, delay)
+            prepared.append((queue_name, message, delay))
+        dispatch = self.scripts["dispatch"]
+        calls = [["enqueue", current_millis(), queue_name, self.broker_id, self.heartbeat_timeout,
+                  self.dead_message_ttl, self._should_do_maintenance("enqueue"),
+                  self._max_unpack_size(), message.options["redis_message_id"], message.encode()]
+                 for queue_name, message, _ in prepared]
+        pipe = self.client.pipeline(transaction=False)
+        for args in calls:
+            pipe.evalsha(dispatch.sha, 1, self.namespace, *args)
+        try:
+            pipe.execute()
+        except NoScriptError:  # the script is not loaded (a restarted Redis): none ran
+            for args in calls:
+                dispatch(args=args, keys=[self.namespace])
+        for _, message, delay in prepared:
+            self.emit_after("enqueue", message, delay)
 
 
 _CLAIM_WITH_ID = QUERIES.CLAIM.replace(
@@ -140,16 +171,31 @@ class LapsePostgresBroker(PostgresBroker):
     @retry_pg
     def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
         """dramatiq-postgres's enqueue, its upsert and NOTIFY sent as one autocommit statement."""
-        self.emit_before("enqueue", message, delay)
-        if delay:
-            message = message.copy(queue_name=dq_name(message.queue_name))
-            message.options["eta"] = current_millis() + delay
-        query = QUERIES.ENQUEUE if self.notify else QUERIES.ENQUEUE_QUIET
-        with self.pool.connection() as conn:
-            conn.execute(query, (message.queue_name, message.message_id,
-                                 Json(tidy4json(message)), delay or 0))
-        self.emit_after("enqueue", message, delay)
+        self.enqueue_all([(message, delay)])
         return message
+
+    @retry_pg
+    def enqueue_all(self, items: list[tuple[Message[Any], int | None]]) -> None:
+        """dramatiq-postgres's enqueue of each message; several are one transaction, sent in one
+        round trip (psycopg pipelines ``executemany``): one commit instead of one each."""
+        prepared = []
+        for message, delay in items:
+            self.emit_before("enqueue", message, delay)
+            if delay:
+                message = message.copy(queue_name=dq_name(message.queue_name))
+                message.options["eta"] = current_millis() + delay
+            prepared.append((message, delay))
+        query = QUERIES.ENQUEUE if self.notify else QUERIES.ENQUEUE_QUIET
+        rows = [(message.queue_name, message.message_id, Json(tidy4json(message)), delay or 0)
+                for message, delay in prepared]
+        with self.pool.connection() as conn:
+            if len(rows) == 1:
+                conn.execute(query, rows[0])
+            else:
+                with conn.transaction(), conn.cursor() as cursor:
+                    cursor.executemany(query, rows)
+        for message, delay in prepared:
+            self.emit_after("enqueue", message, delay)
 
 
 def _middleware(config: Settings) -> list[dramatiq.Middleware]:

@@ -356,3 +356,18 @@ def test_explain_shows_each_panels_state_of_the_users_keys_without_calling_a_pan
         assert (len(xui.received), len(down.received)) == calls
     finally:
         down.stop()
+
+
+def test_a_worker_takes_a_waiting_removal_before_a_waiting_tagging():
+    """Access follows entitlement first: in a worker holding both, ``remove_client`` runs before
+    ``tag_recordings`` queued earlier (dramatiq's work queue orders by actor priority, then age)."""
+    from queue import PriorityQueue
+
+    from dramatiq.broker import MessageProxy
+    from dramatiq.worker import _WorkQueueItem
+
+    work: PriorityQueue[_WorkQueueItem] = PriorityQueue()
+    for actor, arg in ((actors.retention.tag_recordings, 1),
+                       (actors.keys.remove_client, str(uuid.uuid4()))):
+        work.put(_WorkQueueItem(actor.priority, MessageProxy(actor.message(arg))))
+    assert [work.get().message.actor_name for _ in range(2)] == ["remove_client", "tag_recordings"]

@@ -137,3 +137,94 @@ def test_redis_broker_gets_the_message_only_after_commit(pool, clean_redis):
     broker = LapseRedisBroker(url=clean_redis, namespace=REDIS_NAMESPACE)
     _real_broker_round_trip(pool, broker,
                             lambda: broker.client.llen(f"{REDIS_NAMESPACE}:after_commit_probe"))
+
+
+def _probe_together(broker, pool, monkeypatch):
+    """Three messages of one commit through the default sender: two now, one delayed a minute."""
+    import dramatiq
+
+    from lapse.platform import brokers
+
+    dramatiq.actor(lambda n: None, actor_name="after_commit_probe",
+                   queue_name="after_commit_probe", broker=broker)
+    monkeypatch.setattr(brokers, "broker", broker)
+    with pool.connection() as conn, transaction(conn):
+        send_after_commit(conn, "after_commit_probe", 1)
+        send_after_commit(conn, "after_commit_probe", 2)
+        send_after_commit(conn, "after_commit_probe", 3, delay_ms=60_000)
+
+
+def test_the_messages_of_one_commit_are_one_postgres_transaction(pool, database, monkeypatch):
+    from lapse.platform.brokers import LapsePostgresBroker
+
+    broker = LapsePostgresBroker(url=database, results=False)
+    try:
+        _probe_together(broker, pool, monkeypatch)
+        with pool.connection() as conn:
+            rows = conn.execute(
+                "select queue_name, message->'args' as args, available_at > now() as later, "
+                "xmin::text as xmin from dramatiq.queue order by queue_name, message->'args'"
+            ).fetchall()
+    finally:
+        broker.close()
+    assert [(r["queue_name"], r["args"], r["later"]) for r in rows] == [
+        ("after_commit_probe", [1], False), ("after_commit_probe", [2], False),
+        ("after_commit_probe.DQ", [3], True)]
+    assert len({r["xmin"] for r in rows}) == 1  # one transaction: one commit, not three
+
+
+@pytest.mark.redis
+def test_the_messages_of_one_commit_are_one_redis_round_trip(pool, clean_redis, monkeypatch):
+    from dramatiq.message import Message
+
+    from lapse.platform.brokers import LapseRedisBroker
+    from tests.conftest import REDIS_NAMESPACE
+
+    broker = LapseRedisBroker(url=clean_redis, namespace=REDIS_NAMESPACE)
+    direct: list[tuple[object, ...]] = []
+    execute_command = broker.client.execute_command
+
+    def counted(*args, **options):
+        direct.append(args)
+        return execute_command(*args, **options)
+
+    broker.client.script_load(broker.scripts["dispatch"].script)  # loaded, as after a first send
+    monkeypatch.setattr(broker.client, "execute_command", counted)
+    _probe_together(broker, pool, monkeypatch)
+    assert direct == []  # all three in one pipeline, none on its own
+
+    def queued(queue):
+        ids = broker.client.lrange(f"{REDIS_NAMESPACE}:{queue}", 0, -1)
+        return [Message.decode(broker.client.hget(f"{REDIS_NAMESPACE}:{queue}.msgs", i))
+                for i in ids]
+
+    now, later = queued("after_commit_probe"), queued("after_commit_probe.DQ")
+    assert [m.args for m in now] == [(1,), (2,)] and [m.args for m in later] == [(3,)]
+    assert later[0].options["eta"] > now[0].message_timestamp + 50_000
+    assert len({m.options["redis_message_id"] for m in now + later}) == 3
+
+
+@pytest.mark.redis
+def test_a_redis_that_lost_the_enqueue_script_still_gets_every_message(pool, clean_redis,
+                                                                        monkeypatch):
+    from lapse.platform.brokers import LapseRedisBroker
+    from tests.conftest import REDIS_NAMESPACE
+
+    broker = LapseRedisBroker(url=clean_redis, namespace=REDIS_NAMESPACE)
+    broker.client.script_flush()  # a restarted Redis: no script loaded
+    _probe_together(broker, pool, monkeypatch)
+    assert broker.client.llen(f"{REDIS_NAMESPACE}:after_commit_probe") == 2
+    assert broker.client.llen(f"{REDIS_NAMESPACE}:after_commit_probe.DQ") == 1
+
+
+def test_a_failed_send_of_one_commits_messages_names_them_all(pool, monkeypatch):
+    from dramatiq.brokers.stub import StubBroker
+
+    broker = StubBroker()
+
+    def down(items):
+        raise ConnectionError("broker down")
+
+    broker.enqueue_all = down  # type: ignore[attr-defined]
+    with pytest.raises(SendAfterCommitFailed, match="after_commit_probe, after_commit_probe"):
+        _probe_together(broker, pool, monkeypatch)

@@ -83,3 +83,23 @@ def test_standalone_server_for_the_demo():
         assert [i["id"] for i in answer.json()["obj"]] == [1]
     finally:
         served.stop()
+
+
+def test_the_standalone_server_keeps_a_connection_alive_like_the_panels_go_server():
+    served = fake.FakeXui.start()
+    http = requests.Session()
+    headers = {"Authorization": f"Bearer {fake.TOKEN}"}
+    try:
+        for _ in range(3):
+            answer = http.get(f"{served.url}/panel/api/inbounds/list", headers=headers, timeout=5)
+            assert answer.json()["success"] and "close" not in answer.headers.get("Connection", "")
+        assert len(served._server.open) == 1  # three requests, one connection
+        served.inject(fake.drop(), on="inbounds/list")
+        with pytest.raises(requests.ConnectionError):
+            http.get(f"{served.url}/panel/api/inbounds/list", headers=headers, timeout=5)
+        assert http.get(f"{served.url}/panel/api/inbounds/list", headers=headers,
+                        timeout=5).json()["success"]  # a new connection after the drop
+    finally:
+        served.stop()
+    with pytest.raises(requests.ConnectionError):  # stopped: the kept-alive connection is closed too
+        http.get(f"{served.url}/panel/api/inbounds/list", headers=headers, timeout=5)

@@ -1,8 +1,10 @@
 """A fake 3x-ui panel (v3.1+): a real local HTTP server speaking the endpoints py3xui 0.7 calls.
 
-Served through pytest-httpserver (``FakeXui.serve(httpserver)`` in tests,
-``FakeXui.start()`` standalone). It behaves like the panel where Lapse's
-client has to cope (3x-ui's Go source, ``internal/web/controller``):
+Served through pytest-httpserver (``FakeXui.serve(httpserver)`` in tests) or
+standalone (``FakeXui.start()``: its own threaded HTTP/1.1 server that keeps
+connections alive, as the panel's Go ``net/http`` does; werkzeug's server
+closes every connection). It behaves like the panel where Lapse's client has
+to cope (3x-ui's Go source, ``internal/web/controller``):
 
 - ``GET /csrf-token`` starts a session (cookie ``3x-ui``) and returns its CSRF
   token; ``POST /login`` needs it in ``X-CSRF-Token`` (403 otherwise), answers
@@ -27,13 +29,18 @@ in ``received`` and ``login_attempts``.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import io
 import itertools
 import json
 import re
 import secrets
 import socket
+import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,18 +166,18 @@ class FakeXui:
 
     @classmethod
     def start(cls, host: str = "127.0.0.1", port: int = 0, **options: Any) -> FakeXui:
-        """Serve on its own (threaded) server, e.g. for the demo; ``stop()`` ends it."""
-        from pytest_httpserver import HTTPServer
-
-        server = HTTPServer(host=host, port=port, threaded=True)
-        server.start()
-        fake = cls.serve(server, **options)
+        """Serve on its own keep-alive server (the demo, benchmarks, tests); ``stop()`` ends it."""
+        server = _Server((host, port), _Handler)
+        fake = cls(f"http://{host}:{server.server_address[1]}", **options)
+        server.fake = fake
+        threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-xui", daemon=True).start()
         fake._server = server
         return fake
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()
+            self._server.shutdown()
+            self._server.server_close()
 
     # -- test helpers -------------------------------------------------------------------
 
@@ -395,3 +402,78 @@ def _body(request: Request) -> Any:
 
 def _json(body: dict[str, Any]) -> Response:
     return Response(json.dumps(body), content_type="application/json")
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """One thread per connection; ``server_close`` also closes the kept-alive connections."""
+
+    daemon_threads = True
+    block_on_close = False
+    fake: FakeXui
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
+        super().__init__(address, handler)
+        self.open: set[socket.socket] = set()
+        self.open_lock = threading.Lock()
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self.open_lock:
+            for connection in self.open:
+                with contextlib.suppress(OSError):  # already closed by the client
+                    connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive: each request is read whole (its Content-Length), handed to
+    ``FakeXui.handle`` as a werkzeug ``Request`` and answered with a Content-Length."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall
+    timeout = 60  # an idle kept-alive connection is closed, as a real server does
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.open_lock:
+            self.server.open.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.open_lock:
+            self.server.open.discard(self.connection)
+        super().finish()
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's names)
+        self._answer()
+
+    do_POST = do_PUT = do_DELETE = do_GET  # noqa: N815
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        path, _, query = self.path.partition("?")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": self.command, "PATH_INFO": urllib.parse.unquote(path),
+            "QUERY_STRING": query, "SERVER_NAME": self.server.server_address[0],
+            "SERVER_PORT": str(self.server.server_address[1]),
+            "SERVER_PROTOCOL": self.request_version, "REMOTE_ADDR": self.client_address[0],
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(length),
+            "wsgi.input": io.BytesIO(self.rfile.read(length)), "wsgi.errors": sys.stderr,
+            "wsgi.url_scheme": "http", "werkzeug.socket": self.connection}
+        for name, value in self.headers.items():
+            if name.lower() not in ("content-type", "content-length"):
+                environ["HTTP_" + name.upper().replace("-", "_")] = value
+        response = self.server.fake.handle(Request(environ))
+        body = response.get_data()
+        try:
+            self.send_response(response.status_code)
+            for name, value in response.headers.items():
+                if name.lower() != "content-length":
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:  # a dropped connection (the ``drop`` fault): nothing to answer on
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # no line per request
