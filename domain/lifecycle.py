@@ -327,8 +327,8 @@ def _end(conn: Connection[Any], sub: dict[str, Any], *, ended_at: datetime, even
     ``sub`` is the row read ``for update`` in this transaction (its key is the key now);
     ``members`` the owner's current members ``lock_family`` returned in it, if the caller has them."""
     access_key = sub["access_key"]
-    conn.execute(SQL["expire"], {"id": sub["id"], "ended_at": ended_at})
-    _event(conn, sub, event, now, access_key)
+    conn.execute(SQL["expire"], {"id": sub["id"], "ended_at": ended_at, "type": event, "now": now,
+                                 "access_key": access_key})
     if access_key is not None:
         keys.mark_removing(conn, access_key, now=now)
         send_after_commit(conn, "remove_client", str(access_key))

@@ -41,8 +41,13 @@ having tile < %(shards)s
 order by until
 
 -- name: expire
-update subscriptions set status = 'expired', access_key = null, ended_at = %(ended_at)s
-where id = %(id)s
+-- The move to expired and its event (naming the key the row had), one statement.
+with expired as (
+    update subscriptions set status = 'expired', access_key = null, ended_at = %(ended_at)s
+    where id = %(id)s
+    returning id, user_id)
+insert into subscription_events (subscription_id, user_id, type, created_at, access_key)
+select id, user_id, %(type)s, %(now)s, %(access_key)s from expired
 
 -- name: set_status
 update subscriptions set status = %(status)s, auto_renew = %(auto_renew)s where id = %(id)s

@@ -12,6 +12,7 @@ Both real brokers get consumers that archive a message they cannot decode
 from __future__ import annotations
 
 import logging
+import select
 from typing import Any
 from uuid import uuid4
 
@@ -26,8 +27,10 @@ from dramatiq_postgres import PostgresBroker
 from dramatiq_postgres.broker import QUERIES, PostgresConsumer
 from dramatiq_postgres.utils import make_pool, raise_connection_error, retry_pg, tidy4json
 from periodiq import PeriodiqMiddleware
+from psycopg import Connection
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Json
+from psycopg_pool import ConnectionPool
 from redis.exceptions import NoScriptError
 
 from lapse.platform import db
@@ -149,16 +152,39 @@ assert _ACK_QUIET.strip().startswith("DELETE FROM") and "'consumed'" in _ACK_QUI
     "dramatiq-postgres ACK query changed; re-check the pin"
 
 
+# dramatiq-postgres's enqueue, NOTIFYing only when nothing was claimable on the queue before it:
+# a consumer woken by the first message of a backlog claims again after each ack, and any other
+# looks again within the poll interval; a NOTIFY per message woke every process's listener and
+# sent an idle consumer to claim for each one.
+_ENQUEUE_WAKING = QUERIES.ENQUEUE.replace("FROM enqueued;", """FROM enqueued
+WHERE NOT EXISTS (
+    SELECT FROM "dramatiq"."queue" waiting
+    WHERE waiting.queue_name = enqueued.queue_name AND waiting."state" = 'queued'
+      AND waiting.available_at <= NOW());""")
+assert _ENQUEUE_WAKING != QUERIES.ENQUEUE and '"dramatiq"."queue"' in QUERIES.ENQUEUE, \
+    "dramatiq-postgres ENQUEUE query changed; re-check the pin"
+
+
+def _check_if_anything_pending(conn: Connection[Any]) -> None:
+    """The pool's check at checkout, only for a connection with something to read: an idle one
+    has nothing, while one the server ended holds its error or end of file. The pool's own check
+    (an empty query) was a round trip before every ack and enqueue."""
+    if conn.closed or select.select([conn.pgconn.socket], [], [], 0)[0]:
+        ConnectionPool.check_connection(conn)
+
+
 class LapsePostgresBroker(PostgresBroker):
     """dramatiq-postgres on a pool of autocommit connections: an enqueue, a claim or an ack is one
     statement (dramatiq-postgres opens a transaction around each). The pool is dramatiq-postgres's
-    own (its TCP keepalives and user timeout, its connection check at checkout), only in
-    autocommit."""
+    own (its TCP keepalives and 10 s user timeout), only in autocommit, and checks a connection at
+    checkout only when the socket holds something (``_check_if_anything_pending``)."""
 
     def __init__(self, *, url: str, results: bool = False, **options: Any) -> None:
         if results:  # its result waits LISTEN and hand the connection back out of autocommit
             raise ValueError("Lapse keeps no message results: results=True is not supported")
         pool = make_pool(conninfo_to_dict(url) | {"autocommit": True})
+        assert pool._check is ConnectionPool.check_connection, "dramatiq-postgres make_pool changed"
+        pool._check = _check_if_anything_pending
         super().__init__(pool=pool, results=False, **options)
         self._owns_pool = True  # closed with the broker
 
@@ -185,7 +211,7 @@ class LapsePostgresBroker(PostgresBroker):
                 message = message.copy(queue_name=dq_name(message.queue_name))
                 message.options["eta"] = current_millis() + delay
             prepared.append((message, delay))
-        query = QUERIES.ENQUEUE if self.notify else QUERIES.ENQUEUE_QUIET
+        query = _ENQUEUE_WAKING if self.notify else QUERIES.ENQUEUE_QUIET
         rows = [(message.queue_name, message.message_id, Json(tidy4json(message)), delay or 0)
                 for message, delay in prepared]
         with self.pool.connection() as conn:

@@ -12,6 +12,7 @@ from lapse.platform.after_commit import (
     send_after_commit,
     transaction,
 )
+from tests.conftest import eventually
 
 
 def test_sent_after_commit(pool, sent):
@@ -228,3 +229,59 @@ def test_a_failed_send_of_one_commits_messages_names_them_all(pool, monkeypatch)
     broker.enqueue_all = down  # type: ignore[attr-defined]
     with pytest.raises(SendAfterCommitFailed, match="after_commit_probe, after_commit_probe"):
         _probe_together(broker, pool, monkeypatch)
+
+
+def test_a_postgres_enqueue_notifies_only_a_queue_with_nothing_claimable(pool, database):
+    """The first message of a backlog wakes the idle consumers (NOTIFY); the ones behind it do
+    not, and once the queue is empty again the next message notifies again."""
+    import dramatiq
+
+    from lapse.platform.brokers import LapsePostgresBroker
+
+    broker = LapsePostgresBroker(url=database, results=False)
+    actor = dramatiq.actor(lambda n: None, actor_name="after_commit_probe",
+                           queue_name="after_commit_probe", broker=broker)
+    listener = psycopg.connect(database, autocommit=True)
+    listener.execute('listen "dramatiq.after_commit_probe.enqueue"')
+
+    def notified():
+        return len(list(listener.notifies(timeout=0.5, stop_after=3)))
+
+    try:
+        actor.send(1)
+        assert notified() == 1
+        actor.send(2)
+        broker.enqueue_all([(actor.message(3), None), (actor.message(4), None)])
+        assert notified() == 0  # behind a claimable message: nobody to wake
+        with pool.connection() as conn:
+            conn.execute("delete from dramatiq.queue")
+        actor.send(5)
+        assert notified() == 1
+    finally:
+        listener.close()
+        broker.close()
+
+
+def test_a_postgres_broker_connection_the_server_closed_is_replaced_at_checkout(pool, database):
+    """The broker's pool checks a connection at checkout only when its socket holds something:
+    one the server terminated while it sat in the pool is not handed out."""
+    from lapse.platform.brokers import LapsePostgresBroker
+
+    broker = LapsePostgresBroker(url=database, results=False)
+    try:
+        with broker.pool.connection() as conn:
+            pid = conn.info.backend_pid
+        with pool.connection() as conn:
+            assert conn.execute("select pg_terminate_backend(%s) as done", (pid,)).fetchone()["done"]
+
+        def gone():
+            with pool.connection() as conn:
+                return conn.execute("select 1 from pg_stat_activity where pid = %s",
+                                    (pid,)).fetchone() is None
+
+        eventually(gone, what=f"backend {pid} gone")
+        with broker.pool.connection() as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+            assert conn.info.backend_pid != pid
+    finally:
+        broker.close()
