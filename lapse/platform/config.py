@@ -76,7 +76,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LAPSE_SETTLE_MINUTES", "60", "Settle window after an entitlement ends before its recordings are tagged (R3, R4)."),
     Variable("LAPSE_PURGE_DAYS", "30", "Days a recording stays tagged before `sweep_purge` deletes its object (R6)."),
     Variable("LAPSE_LEAK_ALERT_HOURS", "26", "Age of a leak (or an unapplied tagging batch) that fails the audits (R8)."),
-    Variable("LAPSE_FAST_EXPIRY_SHARDS", "8", "Disjoint subscription-id ranges `sweep_fast_expiry` splits a backlog of more than one page into, each run as its own `sweep_fast_expiry` message so several workers expire at once (1: one sweep walks everything)."),
+    Variable("LAPSE_FAST_EXPIRY_SHARDS", "2", "Disjoint subscription-id ranges `sweep_fast_expiry` splits a backlog of more than one page into, each run as its own `sweep_fast_expiry` message so several workers expire at once (1: one sweep walks everything). A shard is CPU-bound (a transaction per row) and holds a worker thread until its range is done, while the removals it sends wait on the panel: 2 kept two cores busy and left the other threads removing keys in BENCHMARKS.md's runs; raise it with the cores."),
     Variable("LAPSE_RETENTION_RATE", "200", "Users per second `sweep_retention` acts on at most, so a large first backlog does not starve other work."),
     Variable("LAPSE_BROADCAST_BATCH_SIZE", "500", "Audience users a broadcast queues per transaction (one keyset page; bounds the walker's memory)."),
     Variable("LAPSE_BROADCAST_BACKLOG_SECONDS", "2", "A broadcast queues no more while its unsent rows exceed this many seconds at LAPSE_TELEGRAM_RATE_PER_SECOND (at least one batch), so the queue stays short."),
@@ -132,7 +132,7 @@ class Settings:
     purge_after: timedelta = timedelta(days=30)
     leak_alert_age: timedelta = timedelta(hours=26)
     retention_rate: int = 200
-    fast_expiry_shards: int = 8
+    fast_expiry_shards: int = 2
     broadcast_batch_size: int = 500
     broadcast_backlog_seconds: float = 2.0
     s3_concurrency: int = 16
