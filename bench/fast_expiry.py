@@ -13,7 +13,9 @@ For each broker (redis, postgres):
    one after another.
    The start is the moment the sweep message is sent to idle workers; the end
    is when the fake (its own watcher thread, every 5 ms) sees its last client
-   go. Both processes read the same wall clock.
+   go. Both processes read the same wall clock. ``tag_recordings`` (priority
+   10) runs after the removals a worker holds; when its last request closed
+   is reported too (``tagging_done_after_seconds``, polled every 0.2 s).
 2. **The database half alone**: the body of ``sweep_fast_expiry`` in one
    shard (``LAPSE_FAST_EXPIRY_SHARDS=1``: no worker runs the others) (each
    transition under the user lock, its event, its key's ``panel_clients``
@@ -192,12 +194,16 @@ def end_to_end(broker: str, n: int, latency_ms: float, processes: int, threads: 
         assert line[0] == "empty", line
         seconds = float(line[1]) - started
         wait_for(lambda: removed(url) == n, 300, "every panel_clients row recorded removed")
+        # tag_recordings runs after the removals a worker holds (priority 10): when it is done too
+        wait_for(lambda: open_tagging(url) == 0, 600, "every tagging request closed")
+        tagged = time.time() - started
         with psycopg.connect(url) as conn:
             row = conn.execute("select extract(epoch from max(finished_at)), count(*) "
                                "from sweep_runs where sweep = 'fast_expiry'").fetchone()
         assert row is not None
         return {"seconds": seconds, "keys_per_second": n / seconds,
                 "sweep_done_after_seconds": float(row[0]) - started,
+                "tagging_done_after_seconds": tagged,
                 "sweep_runs": row[1]} | check(url, n)
     finally:
         if workers is not None:
@@ -244,6 +250,12 @@ def check(url: str, n: int, panel_state: str = "removed") -> dict[str, Any]:
 def removed(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute("select count(*) from panel_clients where state = 'removed'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def open_tagging(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select count(*) from tagging_requests").fetchone()
     return int(row[0]) if row else 0
 
 

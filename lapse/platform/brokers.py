@@ -81,7 +81,7 @@ class LapseRedisBroker(RedisBroker):
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         return super().consume(queue_name, _prefetch(queue_name, prefetch), timeout)
 
-    def enqueue_all(self, items: list[tuple[Message[Any], int | None]]) -> None:
+    def enqueue_all(self, items: list[tuple[Message[Any], int | None]]) -> list[Message[Any]]:
         """Enqueue several messages in one round trip (a pipeline of dramatiq's enqueue script);
         each exactly as ``enqueue`` would (its own Redis id, its delay queue, the middleware)."""
         prepared = []
@@ -109,6 +109,7 @@ class LapseRedisBroker(RedisBroker):
                 dispatch(args=args, keys=[self.namespace])
         for _, message, delay in prepared:
             self.emit_after("enqueue", message, delay)
+        return [message for _, message, _ in prepared]
 
 
 _CLAIM_WITH_ID = QUERIES.CLAIM.replace(
@@ -169,7 +170,10 @@ def _check_if_anything_pending(conn: Connection[Any]) -> None:
     """The pool's check at checkout, only for a connection with something to read: an idle one
     has nothing, while one the server ended holds its error or end of file. The pool's own check
     (an empty query) was a round trip before every ack and enqueue."""
-    if conn.closed or select.select([conn.pgconn.socket], [], [], 0)[0]:
+    pending = select.poll()
+    if not conn.closed:
+        pending.register(conn.pgconn.socket, select.POLLIN)
+    if conn.closed or pending.poll(0):
         ConnectionPool.check_connection(conn)
 
 
@@ -194,14 +198,12 @@ class LapsePostgresBroker(PostgresBroker):
             timeout=timeout
         )
 
-    @retry_pg
     def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
         """dramatiq-postgres's enqueue, its upsert and NOTIFY sent as one autocommit statement."""
-        self.enqueue_all([(message, delay)])
-        return message
+        return self.enqueue_all([(message, delay)])[0]
 
     @retry_pg
-    def enqueue_all(self, items: list[tuple[Message[Any], int | None]]) -> None:
+    def enqueue_all(self, items: list[tuple[Message[Any], int | None]]) -> list[Message[Any]]:
         """dramatiq-postgres's enqueue of each message; several are one transaction, sent in one
         round trip (psycopg pipelines ``executemany``): one commit instead of one each."""
         prepared = []
@@ -222,6 +224,7 @@ class LapsePostgresBroker(PostgresBroker):
                     cursor.executemany(query, rows)
         for message, delay in prepared:
             self.emit_after("enqueue", message, delay)
+        return [message for message, _ in prepared]
 
 
 def _middleware(config: Settings) -> list[dramatiq.Middleware]:

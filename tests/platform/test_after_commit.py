@@ -285,3 +285,18 @@ def test_a_postgres_broker_connection_the_server_closed_is_replaced_at_checkout(
             assert conn.info.backend_pid != pid
     finally:
         broker.close()
+
+
+def test_a_delayed_postgres_enqueue_returns_the_message_it_queued(database):
+    import dramatiq
+
+    from lapse.platform.brokers import LapsePostgresBroker
+
+    broker = LapsePostgresBroker(url=database, results=False)
+    try:
+        actor = dramatiq.actor(lambda n: None, actor_name="after_commit_probe",
+                               queue_name="after_commit_probe", broker=broker)
+        sent = actor.send_with_options(args=(1,), delay=60_000)
+    finally:
+        broker.close()
+    assert sent.queue_name == "after_commit_probe.DQ" and sent.options["eta"] > 0
