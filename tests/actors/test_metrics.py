@@ -158,13 +158,15 @@ def test_metrics_move_during_an_actor_run_and_the_queue_gauge_matches_the_queue(
         worker.enqueue("notifications", "send_notification", n + 1)
 
     # The tag commits inside the actor; Dramatiq counts the message only after the actor
-    # returns (after_process_message), so a scrape between the two sees only the first.
+    # returns (after_process_message) and acks it after that (the Postgres queue holds the row,
+    # consumed, until the ack deletes it): the scrape is taken once the queue is empty.
     def moved(text: str) -> bool:
         return (value(text, "lapse_tagged_recordings_total") == 1.0
                 and total(text, "dramatiq_messages_total", actor_name="tag_recordings") >= 1.0)
 
-    after = eventually(lambda: _when(worker, moved), timeout=60,
-                       what="the tagged-recordings counter and Dramatiq's message count to move")
+    after = eventually(lambda: worker.broker_count("retention") == 0 and _when(worker, moved),
+                       timeout=60,
+                       what="the message acked, and the tagged-recordings counter and Dramatiq's count moved")
     assert value(after, "lapse_tagged_recordings_total") == 1.0
     assert worker.broker_count("notifications") == WAITING
     assert value(after, "lapse_queue_messages", queue="notifications", kind="ready") == WAITING
