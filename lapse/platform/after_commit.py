@@ -148,21 +148,21 @@ def _send_together(messages: list[PendingMessage]) -> None:
 
 
 def _send_all(messages: list[PendingMessage]) -> None:
+    failed: list[tuple[PendingMessage, BaseException]] = []
     if len(messages) > 1 and _sender is _default_sender:
         try:
             _send_together(messages)
-        except Exception as error:
-            names = ", ".join(m.actor_name for m in messages)
-            logger.error("after-commit send of %s failed: %s", names, error)
-            raise SendAfterCommitFailed(f"committed, but could not send: {names}") from error
-        return
-    failed: list[tuple[PendingMessage, BaseException]] = []
-    for message in messages:
-        try:
-            _sender(message)
-        except Exception as error:  # noqa: BLE001  any broker failure: keep sending the others, raise below
-            logger.error("after-commit send of %s failed: %s", message.actor_name, error)
-            failed.append((message, error))
+        except Exception as error:  # noqa: BLE001  one round trip: none of them is known sent
+            logger.error("after-commit send of %s failed: %s",
+                         ", ".join(m.actor_name for m in messages), error)
+            failed = [(message, error) for message in messages]
+    else:
+        for message in messages:
+            try:
+                _sender(message)
+            except Exception as error:  # noqa: BLE001  any broker failure: keep sending the others, raise below
+                logger.error("after-commit send of %s failed: %s", message.actor_name, error)
+                failed.append((message, error))
     if failed:
         names = ", ".join(m.actor_name for m, _ in failed)
         raise SendAfterCommitFailed(f"committed, but could not send: {names}") from failed[0][1]

@@ -170,11 +170,12 @@ def _check_if_anything_pending(conn: Connection[Any]) -> None:
     """The pool's check at checkout, only for a connection with something to read: an idle one
     has nothing, while one the server ended holds its error or end of file. The pool's own check
     (an empty query) was a round trip before every ack and enqueue."""
-    pending = select.poll()
     if not conn.closed:
+        pending = select.poll()
         pending.register(conn.pgconn.socket, select.POLLIN)
-    if conn.closed or pending.poll(0):
-        ConnectionPool.check_connection(conn)
+        if not pending.poll(0):
+            return
+    ConnectionPool.check_connection(conn)
 
 
 class LapsePostgresBroker(PostgresBroker):
